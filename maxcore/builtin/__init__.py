@@ -1,0 +1,1 @@
+"""The embedded default plugins: they need no account, no secret and no network."""

@@ -1,0 +1,187 @@
+"""The embedded memory store: history, facts, audit log and effect journal in SQLite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..connectors import ConnectorBase, ConnectorContext
+from ..types import AuditEntry, ChatTurn, Health
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT NOT NULL, chat_id TEXT NOT NULL,
+    role TEXT NOT NULL, content TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_tenant_chat ON sessions (tenant_id, chat_id, id);
+CREATE TABLE IF NOT EXISTS tenant_memory (
+    tenant_id TEXT NOT NULL, chat_id TEXT NOT NULL, key TEXT NOT NULL,
+    value TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, chat_id, key)
+);
+CREATE TABLE IF NOT EXISTS max_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT NOT NULL, action TEXT NOT NULL, details TEXT NOT NULL,
+    message_id TEXT, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS max_logs_tenant_time ON max_logs (tenant_id, created_at);
+CREATE TABLE IF NOT EXISTS processed_messages (
+    tenant_id TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
+    result TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+"""
+
+
+def hash_chat_id(chat_id: str) -> str:
+    return "sha256:" + hashlib.sha256(chat_id.encode()).hexdigest()[:32]
+
+
+@attrs.frozen
+class SqliteMemoryConfig:
+    path: str | None = None
+
+
+class SqliteMemory(ConnectorBase):
+    """Memory in ``<data_dir>/memory.sqlite3`` (or ``path``), every row tagged with the tenant."""
+
+    name = "sqlite"
+    Config = SqliteMemoryConfig
+
+    def __init__(self, config: SqliteMemoryConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        from .sqlite_db import SqliteDB
+
+        path = Path(config.path) if config.path else context.data_dir / "memory.sqlite3"
+        self.db = SqliteDB(path, SCHEMA)
+
+    async def open(self) -> None:
+        self.db.open()
+
+    async def close(self) -> None:
+        self.db.close()
+
+    async def health(self) -> Health:
+        try:
+            await self.db.fetchall("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return Health.down(f"cannot query {self.db.path}: {exc}")
+        return Health.ok(str(self.db.path))
+
+    async def history(self, chat_id: str, limit: int) -> list[ChatTurn]:
+        if limit <= 0:
+            return []
+        rows = await self.db.fetchall(
+            "SELECT role, content FROM sessions WHERE tenant_id = ? AND chat_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (self.tenant, chat_id, limit),
+        )
+        return [ChatTurn(role=row["role"], content=row["content"]) for row in reversed(rows)]
+
+    async def append_history(self, chat_id: str, turns: Sequence[ChatTurn]) -> None:
+        now = time.time()
+        rows = [
+            (self.tenant, chat_id, str(turn.role), turn.content or "", now)
+            for turn in turns
+            if turn.content
+        ]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO sessions (tenant_id, chat_id, role, content, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self.db.transaction(work)
+
+    async def facts(self, chat_id: str) -> dict[str, Any]:
+        rows = await self.db.fetchall(
+            "SELECT key, value FROM tenant_memory WHERE tenant_id = ? AND chat_id = ? ORDER BY key",
+            (self.tenant, chat_id),
+        )
+        return {row["key"]: json.loads(row["value"]) for row in rows}
+
+    async def remember(self, chat_id: str, key: str, value: Any) -> None:
+        await self.db.execute(
+            "INSERT INTO tenant_memory (tenant_id, chat_id, key, value, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, chat_id, key) "
+            "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (self.tenant, chat_id, key, json.dumps(value), time.time()),
+        )
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self.db.execute(
+            "INSERT INTO max_logs (tenant_id, action, details, message_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (self.tenant, entry.action, json.dumps(entry.details, default=str),
+             entry.message_id, entry.created_at),
+        )
+
+    async def audit_log(
+        self, *, since: float | None = None, action: str | None = None, limit: int = 1000
+    ) -> list[AuditEntry]:
+        clauses, params = ["tenant_id = ?"], [self.tenant]
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(since)
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        rows = await self.db.fetchall(
+            f"SELECT * FROM max_logs WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            AuditEntry(
+                action=row["action"], details=json.loads(row["details"]),
+                message_id=row["message_id"], created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    async def get_effect(self, key: str) -> dict[str, Any] | None:
+        rows = await self.db.fetchall(
+            "SELECT result FROM processed_messages WHERE tenant_id = ? AND key = ?",
+            (self.tenant, key),
+        )
+        return json.loads(rows[0]["result"]) if rows else None
+
+    async def put_effect(self, key: str, result: dict[str, Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO processed_messages (tenant_id, key, state, result, created_at) "
+            "VALUES (?, ?, 'done', ?, ?) ON CONFLICT (tenant_id, key) DO UPDATE SET "
+            "result = excluded.result",
+            (self.tenant, key, json.dumps(result, default=str), time.time()),
+        )
+
+    async def forget(self, chat_id: str) -> int:
+        tenant = self.tenant
+
+        def work(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM sessions WHERE tenant_id = ? AND chat_id = ?", (tenant, chat_id)
+            ).rowcount
+            removed += conn.execute(
+                "DELETE FROM tenant_memory WHERE tenant_id = ? AND chat_id = ?", (tenant, chat_id)
+            ).rowcount
+            return removed
+
+        return await self.db.transaction(work)
+
+    async def export(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for table in ("tenant_memory", "sessions", "max_logs", "processed_messages"):
+            rows = await self.db.fetchall(
+                f"SELECT * FROM {table} WHERE tenant_id = ?", (self.tenant,)
+            )
+            out.extend({"table": table, **dict(row)} for row in rows)
+        return out

@@ -1,0 +1,254 @@
+"""The ``maxcore`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from loguru import logger
+
+from . import __version__
+from .config import load_config, load_dotenv_files
+from .errors import MaxcoreError, PluginError
+from .logs import setup_logging
+from .plugins import PluginSet, load_plugins
+
+DEFAULT_CONFIG = "./config"
+_PLUGINS: PluginSet | None = None
+
+
+def plugins() -> PluginSet:
+    global _PLUGINS
+    if _PLUGINS is None:
+        _PLUGINS = load_plugins()
+    return _PLUGINS
+
+
+def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config", "config_dir", type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_CONFIG, envvar="MAXCORE_CONFIG", show_default=True, show_envvar=True,
+        help="Configuration directory (maxcore.yaml and tenants/).",
+    )(fn)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.secho(f"✗ {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def build_runtime(config_dir: Path, **kwargs: Any) -> Any:
+    from .runtime import ConfigInvalid, Runtime
+
+    try:
+        return Runtime.from_directory(config_dir, plugins=plugins(), **kwargs)
+    except ConfigInvalid as exc:
+        for problem in exc.problems:
+            click.secho(f"✗ {problem}", fg="red", err=True)
+        fail(f"configuration in {config_dir} is invalid ({len(exc.problems)} problem(s)); "
+             "nothing was started")
+    except MaxcoreError as exc:
+        fail(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="maxcore")
+def cli() -> None:
+    """maxcore: WhatsApp conversations turned into CRM work."""
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Bind address (default: server.host, 0.0.0.0).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port, 3005).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.option("--log-level", default=None, help="TRACE, DEBUG, INFO, WARNING or ERROR.")
+def serve(config_dir: Path, host: str | None, port: int | None, log_format: str | None,
+          log_level: str | None) -> None:
+    """Run the HTTP server (webhooks, /api/health, /chat)."""
+    from .server import run_server
+
+    setup_logging("INFO", log_format or "text")
+    runtime = build_runtime(config_dir)
+    logging_cfg = runtime.config.logging
+    setup_logging(log_level or logging_cfg.level, log_format or logging_cfg.format)
+    server = runtime.config.server
+    asyncio.run(run_server(runtime, config_dir, host or server.host, port or server.port))
+
+
+@cli.command()
+@config_option
+def check(config_dir: Path) -> None:
+    """Validate every configuration file; exit 1 listing every problem."""
+    from .runtime import Runtime
+
+    load_dotenv_files(config_dir)
+    loaded = load_config(config_dir, plugins())
+    problems = [str(p) for p in loaded.problems]
+    if not problems:
+        try:
+            Runtime(loaded, plugins())
+        except MaxcoreError as exc:
+            problems.append(str(exc))
+    for info in plugins().failed:
+        click.secho(f"! plugin {info.name} failed to load: {info.error}", fg="yellow", err=True)
+    if problems:
+        for problem in problems:
+            click.secho(f"✗ {problem}", fg="red")
+        click.secho(f"{len(problems)} problem(s) in {config_dir}", fg="red")
+        sys.exit(1)
+    names = ", ".join(t.tenant for t in loaded.tenants)
+    click.secho(f"✓ {config_dir}: valid, {len(loaded.tenants)} tenant(s): {names}", fg="green")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json: bool) -> None:
+    """List the loaded plugins and what each provides."""
+    infos = sorted(plugins().infos.values(), key=lambda i: (not i.builtin, i.name))
+    if as_json:
+        click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
+        return
+    for info in infos:
+        origin = "built-in" if info.builtin else (info.distribution or "external")
+        if info.error:
+            click.secho(f"✗ {info.name} ({origin}): failed to load: {info.error}", fg="red")
+            continue
+        provides = [f"{kind}: {', '.join(names)}" for kind, names in sorted(info.connectors.items())]
+        if info.tools:
+            provides.append(f"tools: {', '.join(info.tools)}")
+        others = [h for h in info.hooks if not h.startswith("register_")]
+        if others:
+            provides.append(f"hooks: {', '.join(others)}")
+        version = f" {info.version}" if info.version else ""
+        click.echo(f"✓ {info.name}{version} ({origin}) — {'; '.join(provides) or 'no connectors'}")
+
+
+@cli.command()
+@config_option
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id (its YAML 'tenant:').")
+@click.option("-m", "--message", "text", default=None, help="Send one message, print the reply, exit.")
+@click.option("--chat", "chat_id", default="console", show_default=True,
+              help="Conversation id (memory is kept per conversation).")
+@click.option("-v", "--verbose", is_flag=True, help="Show the pipeline's log lines.")
+def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbose: bool) -> None:
+    """Talk to a tenant's assistant from the terminal (replies come back here)."""
+    from .builtin.console import ConsoleChannel, ConsoleConfig
+    from .types import InboundMessage
+
+    setup_logging("INFO" if verbose else "WARNING")
+    runtime = build_runtime(
+        config_dir, tenant_ids=[tenant_id],
+        channel_factory=lambda ctx: ConsoleChannel(ConsoleConfig(), ctx),
+    )
+
+    async def talk() -> None:
+        await runtime.open()
+        try:
+            lines = [text] if text is not None else None
+            prompt = "vous> " if runtime.tenant(tenant_id).config.assistant.language == "fr" else "you> "
+            while True:
+                if lines is not None:
+                    if not lines:
+                        return
+                    line = lines.pop(0)
+                else:
+                    try:
+                        line = await asyncio.to_thread(input, prompt)
+                    except (EOFError, KeyboardInterrupt):
+                        click.echo()
+                        return
+                if not line.strip():
+                    continue
+                message = InboundMessage(
+                    tenant=tenant_id, channel="console", chat_id=chat_id, text=line.strip()
+                )
+                await runtime.process_now(message)
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(talk())
+    except MaxcoreError as exc:
+        fail(str(exc))
+
+
+@cli.command()
+@config_option
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def leads(config_dir: Path, tenant_id: str, limit: int, as_json: bool) -> None:
+    """List a tenant's leads from its CRM."""
+    setup_logging("WARNING")
+    runtime = build_runtime(config_dir, tenant_ids=[tenant_id])
+    crm = runtime.tenant(tenant_id).crm
+
+    async def fetch() -> list[Any]:
+        await crm.open()
+        try:
+            return await crm.list_leads(limit=limit)
+        finally:
+            await crm.close()
+
+    try:
+        found = asyncio.run(fetch())
+    except MaxcoreError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([lead.as_dict() for lead in found], indent=2, ensure_ascii=False))
+        return
+    if not found:
+        click.echo(f"No lead for tenant {tenant_id}.")
+        return
+    columns = ("id", "name", "phone", "email", "company", "industry", "status", "source")
+    rows = [
+        (lead.id or "", lead.full_name, lead.phone or "", lead.email or "", lead.company or "",
+         lead.industry or "", lead.status or "", lead.source or "")
+        for lead in found
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    click.echo(f"{len(rows)} lead(s)")
+
+
+@cli.command()
+@config_option
+def reload(config_dir: Path) -> None:
+    """Ask the running server to reload its configuration (SIGHUP)."""
+    load_dotenv_files(config_dir)
+    loaded = load_config(config_dir, plugins())
+    if not loaded.ok:
+        for problem in loaded.problems:
+            click.secho(f"✗ {problem}", fg="red")
+        fail("configuration is invalid; the server keeps the one it has")
+    pid_path = loaded.data_dir / "maxcore.pid"
+    try:
+        pid = int(pid_path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        fail(f"no running server found (pid file {pid_path})")
+    click.secho(f"✓ reload requested (pid {pid}); the server log says when it is done", fg="green")
+
+
+def main() -> None:
+    try:
+        loaded = plugins()
+    except PluginError as exc:
+        fail(f"plugins: {exc}", code=2)
+    loaded.hooks.register_commands(cli)
+    logger.remove()
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The shape of ``config/maxcore.yaml`` and ``config/tenants/*.yaml``.
+
+Every class is frozen and every field has a default, so a file only states what
+differs. Connector blocks (``channel``, ``crm``, ``memory``, ``llm``) are validated in
+a second step against the Config class of the connector their ``type`` names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+from ..errors import MaxcoreError
+
+TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+LANGUAGES = ("fr", "en")
+
+
+class FieldValueError(MaxcoreError, ValueError):
+    """A validator's complaint about one field, carried with the field's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def in_range(low: float, high: float) -> Any:
+    def check(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
+        if not low <= value <= high:
+            raise FieldValueError(
+                attribute.name, f"expected a number between {low:g} and {high:g}, got {value!r}"
+            )
+
+    return check
+
+
+def one_of(*choices: str) -> Any:
+    def check(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise FieldValueError(
+                attribute.name, f"expected one of {', '.join(choices)}, got {value!r}"
+            )
+
+    return check
+
+
+def non_empty(_instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise FieldValueError(attribute.name, "expected a non-empty string")
+
+
+def http_url(_instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not re.match(r"^https?://[^\s/]+", value):
+        raise FieldValueError(
+            attribute.name, f"expected an http:// or https:// URL, got {value!r}"
+        )
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = attrs.field(default=3005, validator=in_range(1, 65535))
+    body_limit_bytes: int = attrs.field(default=1_048_576, validator=in_range(1024, 64 << 20))
+    public_url: str | None = attrs.field(default=None, validator=http_url)
+    shutdown_grace_s: float = attrs.field(default=20.0, validator=in_range(0, 600))
+    session_secret: str | None = None
+
+
+@attrs.frozen
+class InboxConfig:
+    type: str = attrs.field(
+        default="memory", validator=one_of("memory")
+    )
+    path: str = "inbox.sqlite3"
+    workers: int = attrs.field(default=8, validator=in_range(1, 1024))
+    max_attempts: int = attrs.field(default=5, validator=in_range(1, 100))
+    backoff_initial_s: float = attrs.field(default=1.0, validator=in_range(0, 3600))
+    backoff_max_s: float = attrs.field(default=60.0, validator=in_range(0, 86400))
+    max_pending: int = attrs.field(default=10_000, validator=in_range(1, 10_000_000))
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: str = attrs.field(
+        default="INFO", validator=one_of("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    format: str = attrs.field(default="text", validator=one_of("text", "json"))
+
+
+@attrs.frozen
+class MaxcoreConfig:
+    """``config/maxcore.yaml``."""
+
+    server: ServerConfig = ServerConfig()
+    tenants_dir: str = "tenants"
+    data_dir: str = "./data"
+    inbox: InboxConfig = InboxConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+@attrs.frozen
+class AssistantConfig:
+    """How the assistant behaves for one tenant."""
+
+    name: str = "MAX"
+    language: str = attrs.field(default="fr", validator=one_of(*LANGUAGES))
+    system_prompt: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    max_tool_rounds: int = attrs.field(default=4, validator=in_range(1, 20))
+    history_messages: int = attrs.field(default=20, validator=in_range(0, 200))
+    phone_region: str = "FR"
+    lead_defaults: dict[str, str] = attrs.field(factory=lambda: {"status": "New"})
+
+
+@attrs.frozen
+class LimitsConfig:
+    messages_per_minute: int | None = None
+
+
+@attrs.frozen
+class ConnectorBlock:
+    """A validated connector block: its ``type`` and its connector's Config instance."""
+
+    type: str
+    config: Any
+
+
+@attrs.frozen
+class TenantConfig:
+    """One ``config/tenants/<tenant>.yaml`` after validation."""
+
+    tenant: str
+    source: str
+    channel: ConnectorBlock
+    crm: ConnectorBlock
+    memory: ConnectorBlock
+    llm: ConnectorBlock
+    name: str | None = None
+    assistant: AssistantConfig = AssistantConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+
+@attrs.frozen
+class TenantHeader:
+    """The non-connector part of a tenant file, structured before the blocks."""
+
+    tenant: str = attrs.field(validator=non_empty)
+    name: str | None = None
+    assistant: AssistantConfig = AssistantConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @tenant.validator
+    def _check_tenant(self, attribute: attrs.Attribute, value: str) -> None:
+        if not TENANT_ID_RE.match(value):
+            raise FieldValueError(
+                "tenant",
+                "expected lower-case letters, digits, '-' or '_' (max 63), got " + repr(value),
+            )
+
+
+# The connector used when a tenant file leaves a block out.
+DEFAULT_BLOCKS: dict[str, str] = {
+    "channel": "webchat",
+    "crm": "sqlite",
+    "memory": "sqlite",
+    "llm": "offline",
+}

@@ -1,0 +1,203 @@
+"""The four connector kinds, as protocols, and small base classes.
+
+A connector class is what a plugin registers. maxcore builds one instance per tenant
+from that tenant's YAML block: ``cls(config, context)`` where ``config`` is an instance
+of ``cls.Config`` (a frozen attrs class) and ``context`` a :class:`ConnectorContext`.
+The instance is bound to that tenant for its whole life: nothing it exposes takes a
+tenant argument, so a tool or a model can never reach another tenant through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+
+from .types import (
+    AuditEntry,
+    ChatTurn,
+    Health,
+    InboundMessage,
+    Lead,
+    LLMReply,
+    LLMRequest,
+    OutboundMessage,
+    Record,
+    SendResult,
+    UpsertResult,
+)
+
+KINDS = ("channel", "crm", "memory", "llm")
+
+
+@attrs.frozen
+class ConnectorContext:
+    """What a connector learns about where it runs.
+
+    ``data_dir`` is where embedded connectors keep files; ``secrets`` receives values
+    that must be redacted from logs (a connector adds tokens it derives at runtime).
+    """
+
+    tenant: str
+    data_dir: Path
+    add_secret: Callable[[str], None] = attrs.field(default=lambda _value: None)
+    public_url: str | None = None
+
+
+@attrs.frozen
+class WebhookRequest:
+    """An inbound webhook as the channel sees it: headers (lower-case keys) and body."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = attrs.field(factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@attrs.frozen
+class LeadQuery:
+    """A search among the tenant's leads. Every field is optional and ANDed."""
+
+    text: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    status: str | None = None
+    limit: int = 20
+
+
+# A function the channel calls to hand an inbound message to the inbox. It returns
+# True when the message was accepted (new), False when it was a duplicate; it returns
+# only once the message is durably recorded.
+Submit = Callable[[InboundMessage], Awaitable[bool]]
+
+
+@runtime_checkable
+class Connector(Protocol):
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def health(self) -> Health: ...
+
+
+@runtime_checkable
+class Channel(Connector, Protocol):
+    """Receives messages from users and sends replies to them."""
+
+    @classmethod
+    def webhook_route_key(cls, request: WebhookRequest) -> str:
+        """Read, from an unauthenticated request, which tenant instance it claims.
+
+        Raise ``WebhookError(400, ...)`` naming the missing field when it cannot tell.
+        """
+        ...
+
+    @property
+    def route_key(self) -> str:
+        """The key :meth:`webhook_route_key` returns for this tenant's requests."""
+        ...
+
+    async def parse_webhook(self, request: WebhookRequest) -> list[InboundMessage]:
+        """Authenticate (401 via ``WebhookError``) and parse into messages to process.
+
+        Events that must not reach the model (echoes, statuses) give an empty list.
+        """
+        ...
+
+    async def send(self, message: OutboundMessage) -> SendResult: ...
+
+    async def run_receiver(self, submit: Submit) -> None:
+        """Pull messages from the provider (polling mode) until cancelled.
+
+        Channels that only receive webhooks return at once.
+        """
+        ...
+
+
+@runtime_checkable
+class CRM(Connector, Protocol):
+    """Stores leads and other records, all marked with the bound tenant."""
+
+    entities: tuple[str, ...]
+
+    def options(self) -> Mapping[str, Sequence[str]]:
+        """Allowed values of the enum fields: ``status``, ``source``, ``industry``."""
+        ...
+
+    async def upsert_lead(self, lead: Lead) -> UpsertResult: ...
+    async def search_leads(self, query: LeadQuery) -> list[Lead]: ...
+    async def get_lead(self, lead_id: str) -> Lead | None: ...
+    async def list_leads(self, limit: int = 50, offset: int = 0) -> list[Lead]: ...
+    async def create_record(self, entity: str, fields: Mapping[str, Any]) -> Record: ...
+
+
+@runtime_checkable
+class Memory(Connector, Protocol):
+    """Conversation memory, facts, audit log and effect journal of the bound tenant."""
+
+    async def history(self, chat_id: str, limit: int) -> list[ChatTurn]: ...
+    async def append_history(self, chat_id: str, turns: Sequence[ChatTurn]) -> None: ...
+    async def facts(self, chat_id: str) -> dict[str, Any]: ...
+    async def remember(self, chat_id: str, key: str, value: Any) -> None: ...
+    async def audit(self, entry: AuditEntry) -> None: ...
+    async def audit_log(
+        self, *, since: float | None = None, action: str | None = None, limit: int = 1000
+    ) -> list[AuditEntry]: ...
+    async def get_effect(self, key: str) -> dict[str, Any] | None:
+        """The recorded result of a side effect already performed, or None."""
+        ...
+
+    async def put_effect(self, key: str, result: dict[str, Any]) -> None: ...
+    async def forget(self, chat_id: str) -> int:
+        """Erase one contact's memory and history; return the rows removed."""
+        ...
+
+    async def export(self) -> list[dict[str, Any]]:
+        """Every row the tenant owns, as JSON-able dicts with a ``table`` key."""
+        ...
+
+
+@runtime_checkable
+class LLM(Connector, Protocol):
+    """A chat model with tool calling."""
+
+    async def complete(self, request: LLMRequest) -> LLMReply: ...
+
+
+class ConnectorBase:
+    """Defaults for the lifecycle methods; subclass and override what you need."""
+
+    name: ClassVar[str] = ""
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    def __init__(self, config: Any, context: ConnectorContext) -> None:
+        self.config = config
+        self.context = context
+
+    @property
+    def tenant(self) -> str:
+        return self.context.tenant
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def health(self) -> Health:
+        return Health.ok()
+
+
+class ChannelBase(ConnectorBase):
+    """Base for channels: webhook-only by default (no receiver loop)."""
+
+    async def run_receiver(self, submit: Submit) -> None:
+        return None

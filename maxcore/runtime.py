@@ -1,0 +1,264 @@
+"""The running system: plugins, validated config, tenants, inbox and pipeline.
+
+Used by the HTTP server and by the CLI alike. Reload swaps the tenant set atomically;
+messages already being processed finish with the connectors they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from . import __version__
+from .config import LoadedConfig, load_config, load_dotenv_files
+from .errors import MaxcoreError, PluginError, WebhookError
+from .inbox import Inbox, make_inbox
+from .logs import REDACTOR
+from .pipeline import Pipeline, PipelineResult
+from .plugins import PluginSet, load_plugins
+from .tenants import TenantRuntime, overall
+from .types import InboundMessage
+
+
+class ConfigInvalid(MaxcoreError):
+    """The configuration has problems; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[Any]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_checked(config_dir: Path, plugins: PluginSet) -> LoadedConfig:
+    """Load the configuration and raise ConfigInvalid listing every problem."""
+    load_dotenv_files(Path(config_dir))
+    loaded = load_config(Path(config_dir), plugins)
+    if not loaded.ok:
+        raise ConfigInvalid(loaded.problems)
+    for secret in loaded.secrets:
+        REDACTOR.add(secret)
+    return loaded
+
+
+class TenantSet:
+    """Tenants by id and webhook routes by (channel type, route key)."""
+
+    def __init__(self, tenants: Iterable[TenantRuntime]) -> None:
+        self.by_id: dict[str, TenantRuntime] = {}
+        self.routes: dict[tuple[str, str], TenantRuntime] = {}
+        for tenant in tenants:
+            self.by_id[tenant.id] = tenant
+            try:
+                key = tenant.channel.route_key
+            except Exception as exc:
+                raise PluginError(f"{tenant.config.source}: channel has no route key ({exc})") from exc
+            other = self.routes.get((tenant.channel_type, key))
+            if other is not None:
+                raise PluginError(
+                    f"{tenant.config.source}: channel {tenant.channel_type} instance {key!r} "
+                    f"is already used by {other.config.source}; each tenant owns its instance"
+                )
+            self.routes[(tenant.channel_type, key)] = tenant
+
+
+class Runtime:
+    """Everything ``maxcore serve`` and the CLI commands run on."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        plugins: PluginSet,
+        *,
+        tenant_ids: Iterable[str] | None = None,
+        channel_factory: Any = None,
+        inbox: Inbox | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.plugins = plugins
+        self.hooks = plugins.hooks
+        self.version = __version__
+        self._tenant_ids = set(tenant_ids) if tenant_ids is not None else None
+        self._channel_factory = channel_factory
+        self.tenants = self._build_tenants(loaded)
+        self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
+        self._receivers: list[asyncio.Task[None]] = []
+        self._retired: list[TenantSet] = []
+        self._in_flight: dict[int, int] = {}
+        self.started = False
+
+    @classmethod
+    def from_directory(cls, config_dir: Path, **kwargs: Any) -> Runtime:
+        plugins = kwargs.pop("plugins", None) or load_plugins()
+        return cls(load_checked(config_dir, plugins), plugins, **kwargs)
+
+    @property
+    def config(self) -> Any:
+        return self.loaded.main
+
+    def _build_tenants(self, loaded: LoadedConfig) -> TenantSet:
+        selected = [
+            t for t in loaded.tenants if self._tenant_ids is None or t.tenant in self._tenant_ids
+        ]
+        if self._tenant_ids is not None:
+            missing = self._tenant_ids - {t.tenant for t in selected}
+            if missing:
+                known = ", ".join(t.tenant for t in loaded.tenants) or "none"
+                raise MaxcoreError(f"unknown tenant {', '.join(sorted(missing))}; configured: {known}")
+        return TenantSet(
+            TenantRuntime(
+                config, self.plugins, data_dir=loaded.data_dir, add_secret=REDACTOR.add,
+                public_url=loaded.main.server.public_url,
+                channel_factory=self._channel_factory,
+            )
+            for config in selected
+        )
+
+    def tenant(self, tenant_id: str) -> TenantRuntime:
+        try:
+            return self.tenants.by_id[tenant_id]
+        except KeyError:
+            raise MaxcoreError(f"unknown tenant {tenant_id!r}") from None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def open(self) -> None:
+        """Open every tenant's connectors (on failure, close what was opened)."""
+        opened: list[TenantRuntime] = []
+        try:
+            for tenant in self.tenants.by_id.values():
+                await tenant.open()
+                opened.append(tenant)
+        except BaseException:
+            for tenant in opened:
+                await tenant.close()
+            raise
+
+    async def start(self) -> None:
+        """Open, start the inbox workers and the channels' receivers (polling)."""
+        await self.open()
+        await self.inbox.start(self.handle)
+        for tenant in self.tenants.by_id.values():
+            self._start_receiver(tenant)
+        self.started = True
+        logger.info(
+            "maxcore {} started with {} tenant(s): {}", self.version, len(self.tenants.by_id),
+            ", ".join(self.tenants.by_id) or "none",
+        )
+
+    def _start_receiver(self, tenant: TenantRuntime) -> None:
+        async def run() -> None:
+            try:
+                await tenant.channel.run_receiver(self.submit)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a receiver crash must be visible
+                logger.bind(tenant=tenant.id).exception("channel receiver stopped: {}", exc)
+
+        self._receivers.append(asyncio.create_task(run(), name=f"receiver-{tenant.id}"))
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.config.server.shutdown_grace_s if grace is None else grace
+        for task in self._receivers:
+            task.cancel()
+        await asyncio.gather(*self._receivers, return_exceptions=True)
+        self._receivers.clear()
+        await self.inbox.stop(grace)
+        await self.close()
+        self.started = False
+
+    async def close(self) -> None:
+        for tenant in self.tenants.by_id.values():
+            await tenant.close()
+        for retired in self._retired:
+            for tenant in retired.by_id.values():
+                await tenant.close()
+        self._retired.clear()
+
+    # -- messages --------------------------------------------------------------
+    async def submit(self, message: InboundMessage) -> bool:
+        if message.tenant not in self.tenants.by_id:
+            raise WebhookError(404, f"unknown tenant {message.tenant!r}")
+        accepted = await self.inbox.submit(message)
+        logger.bind(tenant=message.tenant, message_id=message.message_id).info(
+            "[PIPELINE] message {} from chat {}",
+            "accepted" if accepted else "already received (duplicate ignored)", message.chat_id,
+        )
+        return accepted
+
+    async def handle(self, message: InboundMessage) -> PipelineResult:
+        """Process one message with the tenant set current when it starts."""
+        tenants = self.tenants
+        tenant = tenants.by_id.get(message.tenant)
+        if tenant is None:
+            raise MaxcoreError(f"tenant {message.tenant!r} is no longer configured")
+        self._in_flight[id(tenants)] = self._in_flight.get(id(tenants), 0) + 1
+        try:
+            return await Pipeline(tenant, self.hooks).process(message)
+        finally:
+            self._in_flight[id(tenants)] -= 1
+            await self._close_retired()
+
+    async def process_now(self, message: InboundMessage) -> PipelineResult:
+        """Process directly, without the inbox (the CLI's chat)."""
+        return await self.handle(message)
+
+    # -- reload ----------------------------------------------------------------
+    async def reload(self, config_dir: Path) -> list[str]:
+        """Load the configuration again; on success swap tenants. Returns problems."""
+        try:
+            loaded = load_checked(config_dir, self.plugins)
+            tenants = self._build_tenants(loaded)
+        except ConfigInvalid as exc:
+            return [str(p) for p in exc.problems]
+        except MaxcoreError as exc:
+            return [str(exc)]
+        opened: list[TenantRuntime] = []
+        try:
+            for tenant in tenants.by_id.values():
+                await tenant.open()
+                opened.append(tenant)
+        except Exception as exc:  # noqa: BLE001 - keep serving with the old tenants
+            for tenant in opened:
+                await tenant.close()
+            return [f"cannot open connectors: {exc}"]
+        old, self.tenants, self.loaded = self.tenants, tenants, loaded
+        for task in self._receivers:
+            task.cancel()
+        await asyncio.gather(*self._receivers, return_exceptions=True)
+        self._receivers.clear()
+        for tenant in tenants.by_id.values():
+            self._start_receiver(tenant)
+        self._retired.append(old)
+        await self._close_retired()
+        logger.info("configuration reloaded: {} tenant(s)", len(tenants.by_id))
+        return []
+
+    async def _close_retired(self) -> None:
+        still: list[TenantSet] = []
+        for retired in self._retired:
+            if self._in_flight.get(id(retired), 0) > 0:
+                still.append(retired)
+                continue
+            self._in_flight.pop(id(retired), None)
+            for tenant in retired.by_id.values():
+                await tenant.close()
+        self._retired = still
+
+    # -- health ----------------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        tenants = {}
+        statuses: list[str] = []
+        results = await asyncio.gather(*(t.health() for t in self.tenants.by_id.values()))
+        for tenant, result in zip(self.tenants.by_id.values(), results, strict=True):
+            status = overall([c["status"] for c in result.values()])
+            statuses.append(status)
+            tenants[tenant.id] = {"status": status, "connectors": result}
+        return {
+            "status": "ok" if self.inbox.accepting else "stopping",
+            "tenants_status": overall(statuses),
+            "version": self.version,
+            "tenants": tenants,
+            "inbox": self.inbox.stats(),
+        }

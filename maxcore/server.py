@@ -1,0 +1,74 @@
+"""``maxcore serve``: hypercorn, signals (TERM/INT stop, HUP reload) and a pid file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from loguru import logger
+
+from .app import create_app
+from .runtime import Runtime
+
+
+def pid_file(runtime: Runtime) -> Path:
+    return runtime.loaded.data_dir / "maxcore.pid"
+
+
+async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP."""
+    app = create_app(runtime, manage_lifecycle=False)
+    hc = HypercornConfig()
+    hc.bind = [f"{host}:{port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
+    hc.h11_max_incomplete_size = 64 * 1024
+
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    def request_stop(signame: str) -> None:
+        if not stop.is_set():
+            logger.info("{} received: no new messages accepted, finishing in-flight work", signame)
+            runtime.inbox.accepting = False
+            stop.set()
+
+    def request_reload() -> None:
+        async def reload() -> None:
+            problems = await runtime.reload(config_dir)
+            for problem in problems:
+                logger.error("reload refused: {}", problem)
+
+        reloads.add(task := loop.create_task(reload()))
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, request_reload)
+
+    await runtime.start()
+    pid_path = pid_file(runtime)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.write_text(str(os.getpid()))
+    logger.info("listening on http://{}:{} (health: /api/health, chat: /chat)", host, port)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # Drain the inbox while the HTTP server still answers 503 to new webhooks.
+        await runtime.stop()
+
+    try:
+        await serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    finally:
+        if runtime.started:
+            await runtime.stop()
+        pid_path.unlink(missing_ok=True)
+        logger.info("stopped")

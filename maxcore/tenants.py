@@ -1,0 +1,107 @@
+"""A tenant at runtime: its configuration and its four bound connector instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from .config.models import TenantConfig
+from .connectors import CRM, KINDS, LLM, Channel, ConnectorContext, Memory
+from .errors import PluginError
+from .tools import Tool
+from .types import Health, HealthStatus
+
+
+class TenantRuntime:
+    """Builds, opens and closes one tenant's connectors."""
+
+    def __init__(
+        self,
+        config: TenantConfig,
+        plugins: Any,
+        *,
+        data_dir: Path,
+        add_secret: Callable[[str], None] = lambda _v: None,
+        public_url: str | None = None,
+        channel_factory: Callable[[ConnectorContext], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.id = config.tenant
+        self.context = ConnectorContext(
+            tenant=config.tenant, data_dir=data_dir, add_secret=add_secret, public_url=public_url,
+        )
+        instances: dict[str, Any] = {}
+        for kind in KINDS:
+            block = getattr(config, kind)
+            if kind == "channel" and channel_factory is not None:
+                instances[kind] = channel_factory(self.context)
+                continue
+            cls = plugins.connector_class(kind, block.type)
+            if cls is None:
+                raise PluginError(f"{config.source}: no {kind} connector named {block.type!r}")
+            instances[kind] = cls(block.config, self.context)
+        self.channel: Channel = instances["channel"]
+        self.crm: CRM = instances["crm"]
+        self.memory: Memory = instances["memory"]
+        self.llm: LLM = instances["llm"]
+        self.tools: dict[str, Tool] = _allowed_tools(config, plugins.tools)
+        self._opened: list[Any] = []
+
+    @property
+    def display_name(self) -> str:
+        return self.config.name or self.id
+
+    @property
+    def channel_type(self) -> str:
+        return type(self.channel).name
+
+    def connectors(self) -> dict[str, Any]:
+        return {"channel": self.channel, "crm": self.crm, "memory": self.memory, "llm": self.llm}
+
+    async def open(self) -> None:
+        for kind, connector in self.connectors().items():
+            logger.bind(tenant=self.id).debug("opening {} connector {}", kind, type(connector).name)
+            await connector.open()
+            self._opened.append(connector)
+
+    async def close(self) -> None:
+        while self._opened:
+            connector = self._opened.pop()
+            try:
+                await connector.close()
+            except Exception as exc:  # noqa: BLE001 - closing must go on for the others
+                logger.bind(tenant=self.id).warning("closing {} failed: {}", type(connector).name, exc)
+
+    async def health(self, timeout: float = 5.0) -> dict[str, dict[str, str]]:
+        async def one(kind: str, connector: Any) -> tuple[str, Health]:
+            try:
+                return kind, await asyncio.wait_for(connector.health(), timeout)
+            except TimeoutError:
+                return kind, Health.down(f"health check timed out after {timeout:g}s")
+            except Exception as exc:  # noqa: BLE001 - health never raises
+                return kind, Health.down(f"{type(exc).__name__}: {exc}")
+
+        results = await asyncio.gather(*(one(k, c) for k, c in self.connectors().items()))
+        return {
+            kind: {"type": type(self.connectors()[kind]).name, "status": str(h.status), "reason": h.reason}
+            for kind, h in results
+        }
+
+
+def _allowed_tools(config: TenantConfig, registry: dict[str, Tool]) -> dict[str, Tool]:
+    allowed = config.assistant.allowed_tools
+    if allowed is None:
+        return dict(registry)
+    return {name: registry[name] for name in allowed if name in registry}
+
+
+def overall(statuses: list[str]) -> str:
+    if any(s == HealthStatus.DOWN for s in statuses):
+        return "down"
+    if any(s == HealthStatus.DEGRADED for s in statuses):
+        return "degraded"
+    return "ok"

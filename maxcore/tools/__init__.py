@@ -1,0 +1,94 @@
+"""Tools the model may call: their definition, context and argument validation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import jsonschema
+
+from ..config.models import AssistantConfig
+from ..connectors import CRM, LLM, Channel, ConnectorContext, Memory
+from ..errors import ToolError
+from ..types import AuditEntry, InboundMessage, ToolSpec
+
+# Argument names a model might use to point at another tenant. They are dropped
+# before validation: the tenant always comes from the entry point.
+TENANT_ARGUMENTS = frozenset({"tenant", "tenant_id", "tenantId", "tenant_name", "tenantName"})
+
+
+@attrs.frozen
+class ToolContext:
+    """What a tool may touch: the bound tenant's connectors and the current message."""
+
+    tenant: str
+    assistant: AssistantConfig
+    message: InboundMessage
+    channel: Channel
+    crm: CRM
+    memory: Memory
+    llm: LLM
+    connector_context: ConnectorContext
+
+    async def audit(self, action: str, details: dict[str, Any]) -> None:
+        await self.memory.audit(
+            AuditEntry(action=action, details=details, message_id=self.message.message_id)
+        )
+
+
+ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
+
+
+@attrs.frozen
+class Tool:
+    """A tool: JSON schema for its arguments, a description, an async function.
+
+    ``side_effect`` marks tools that change the outside world (CRM writes, messages):
+    their results are journalled so a replayed message does not repeat them.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    function: ToolFunction
+    side_effect: bool = False
+    plugin: str | None = None
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.parameters)
+
+
+def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
+    """Decode and validate the model's JSON arguments.
+
+    Returns (arguments, ignored tenant keys). Raises ToolError with a message the
+    model can act on.
+    """
+    try:
+        arguments = json.loads(raw or "{}")
+    except json.JSONDecodeError as exc:
+        raise ToolError(f"arguments of {tool.name} are not valid JSON ({exc.msg})") from exc
+    if not isinstance(arguments, dict):
+        raise ToolError(f"arguments of {tool.name} must be a JSON object")
+    ignored = sorted(key for key in arguments if key in TENANT_ARGUMENTS)
+    for key in ignored:
+        arguments.pop(key)
+    nested = arguments.get("fields")
+    if isinstance(nested, dict):
+        for key in [k for k in nested if k in TENANT_ARGUMENTS]:
+            nested.pop(key)
+            ignored.append(f"fields.{key}")
+    validator = jsonschema.Draft202012Validator(tool.parameters)
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+    if errors:
+        parts = []
+        for error in errors[:5]:
+            where = ".".join(str(p) for p in error.path) or "arguments"
+            parts.append(f"{where}: {error.message}")
+        raise ToolError(f"invalid arguments for {tool.name}: " + "; ".join(parts))
+    return arguments, ignored
+
+
+__all__ = ["TENANT_ARGUMENTS", "Tool", "ToolContext", "ToolFunction", "parse_arguments"]

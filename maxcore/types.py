@@ -1,0 +1,244 @@
+"""Value types that cross the boundary between the core and the plugins.
+
+All are frozen attrs classes: a plugin can keep a reference without fearing that the
+pipeline changes it under its feet, and ``attrs.evolve`` makes modified copies.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _freeze_map(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+@attrs.frozen
+class Media:
+    """A file attached to an inbound message (image, video, document, audio)."""
+
+    url: str
+    mime_type: str | None = None
+    file_name: str | None = None
+
+
+@attrs.frozen
+class InboundMessage:
+    """One message a user sent on a channel, already parsed by that channel.
+
+    ``tenant`` is set by the channel from the authenticated entry point, never from
+    the message content. ``message_id`` is the provider's id, unique within
+    ``chat_id``: together with the channel and the tenant it is the dedupe key.
+    """
+
+    tenant: str
+    channel: str
+    chat_id: str
+    message_id: str = attrs.field(factory=_new_id)
+    text: str = ""
+    sender_name: str | None = None
+    sender_phone: str | None = None
+    kind: str = "text"
+    media: Media | None = None
+    quoted_text: str | None = None
+    received_at: float = attrs.field(factory=_now)
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
+
+    @property
+    def conversation_key(self) -> str:
+        """Messages with the same key are processed one at a time, in order."""
+        return f"{self.tenant}:{self.channel}:{self.chat_id}"
+
+    @property
+    def dedupe_key(self) -> str:
+        """The same provider message delivered twice has the same key."""
+        return f"{self.channel}:{self.tenant}:{self.chat_id}:{self.message_id}"
+
+
+@attrs.frozen
+class OutboundMessage:
+    """A reply the pipeline sends on the tenant's channel."""
+
+    chat_id: str
+    text: str
+    reply_to: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
+
+
+@attrs.frozen
+class SendResult:
+    """What the channel answered for a sent message (its provider id, if any)."""
+
+    message_id: str | None = None
+
+
+@attrs.frozen
+class Lead:
+    """A lead as the core sees it, whatever the CRM.
+
+    ``phone`` is E.164 (``+33612345678``) once normalised; ``status``, ``source`` and
+    ``industry`` hold the CRM's exact option strings. ``id`` is the CRM's id.
+    """
+
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    company: str | None = None
+    industry: str | None = None
+    source: str | None = None
+    status: str | None = None
+    description: str | None = None
+    custom: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
+    id: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p) or ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, without empty fields (what the model is shown)."""
+        data = {k: v for k, v in attrs.asdict(self).items() if v not in (None, "", {})}
+        return data
+
+
+@attrs.frozen
+class UpsertResult:
+    """Outcome of ``upsert_lead``: the stored lead and whether it was new."""
+
+    lead: Lead
+    created: bool
+
+
+@attrs.frozen
+class Record:
+    """A record of any other CRM entity (DiagnosticIA, MissionMAX, ...)."""
+
+    entity: str
+    id: str
+    fields: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
+
+
+@attrs.frozen
+class ToolCall:
+    """A tool call the model asked for. ``arguments`` is the raw JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class Role(enum.StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+@attrs.frozen
+class ChatTurn:
+    """One entry of the conversation sent to the model.
+
+    An assistant turn may carry ``tool_calls``; a tool turn answers one call through
+    ``tool_call_id``.
+    """
+
+    role: Role = attrs.field(converter=Role)
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@attrs.frozen
+class Usage:
+    """Tokens a model call consumed (zero for models that do not report it)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@attrs.frozen
+class ToolSpec:
+    """What the model is told about a tool: name, description, JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@attrs.frozen
+class LLMRequest:
+    """Everything an LLM connector needs for one completion."""
+
+    system: str
+    messages: tuple[ChatTurn, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    language: str = "fr"
+
+
+@attrs.frozen
+class LLMReply:
+    """The model's answer: text, tool calls, or both."""
+
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    model: str | None = None
+
+
+class HealthStatus(enum.StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+@attrs.frozen
+class Health:
+    """A connector's self-assessment, with the reason when not ok."""
+
+    status: HealthStatus = attrs.field(converter=HealthStatus)
+    reason: str = ""
+
+    @classmethod
+    def ok(cls, reason: str = "") -> Health:
+        return cls(HealthStatus.OK, reason)
+
+    @classmethod
+    def degraded(cls, reason: str) -> Health:
+        return cls(HealthStatus.DEGRADED, reason)
+
+    @classmethod
+    def down(cls, reason: str) -> Health:
+        return cls(HealthStatus.DOWN, reason)
+
+
+@attrs.frozen
+class AuditEntry:
+    """One row of the audit log (``max_logs``)."""
+
+    action: str
+    details: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
+    message_id: str | None = None
+    created_at: float = attrs.field(factory=_now)
+
+
+@attrs.frozen
+class Veto:
+    """Returned by an event hook to stop what is about to happen, with a reason."""
+
+    reason: str
