@@ -9,6 +9,7 @@ the built-in plugins always load.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -36,6 +37,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "webchat": "maxcore.builtin.webchat",
     "console": "maxcore.builtin.console",
     "core_tools": "maxcore.tools.builtin",
+    "doctor": "maxcore.builtin.doctor_command",
 }
 
 _REGISTER_HOOKS = {
@@ -296,11 +298,16 @@ def _check_connector_class(kind: str, cls: Any, plugin_name: str) -> None:
         )
 
 
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
 def _module_version(plugin: object) -> str | None:
     module = inspect.getmodule(plugin) if not isinstance(plugin, ModuleType) else plugin
     top = (module.__name__ if module else "").split(".")[0]
     try:
-        for dist in importlib.metadata.packages_distributions().get(top, []):
+        for dist in _packages_distributions().get(top, []):
             return importlib.metadata.version(dist)
     except Exception:  # noqa: BLE001 - version is informative only
         return None

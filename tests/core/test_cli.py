@@ -1,0 +1,84 @@
+"""The command line: chat, leads, plugins."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from maxcore import cli as cli_module
+from maxcore.plugins import PluginSet
+
+DEMO = "Nouveau lead : Jean Dupont, BTP, jean@dupont.fr, +33 6 12 34 56 78"
+
+
+@pytest.fixture
+def demo_config(make_config):
+    return make_config("demo")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli_module.cli, list(args), catch_exceptions=False)
+
+
+def test_chat_once_then_again_gives_one_lead(demo_config):
+    first = run("chat", "--config", str(demo_config), "--tenant", "demo", "-m", DEMO)
+    assert first.exit_code == 0, first.output
+    assert "✅ Lead créé : Jean Dupont" in first.output
+    second = run("chat", "--config", str(demo_config), "--tenant", "demo", "-m", DEMO)
+    assert "✅ Lead mis à jour : Jean Dupont" in second.output
+    listed = run("leads", "--config", str(demo_config), "--tenant", "demo", "--json")
+    leads = json.loads(listed.output)
+    assert len(leads) == 1
+    assert leads[0]["phone"] == "+33612345678" and leads[0]["industry"] == "Construction"
+    table = run("leads", "--config", str(demo_config), "--tenant", "demo")
+    assert "Jean Dupont" in table.output and "1 lead(s)" in table.output
+
+
+def test_chat_asks_for_what_is_missing_then_completes(demo_config):
+    asked = run("chat", "--config", str(demo_config), "--tenant", "demo", "--chat", "c1",
+                "-m", "Nouveau lead : Paul Martin, immobilier")
+    assert "il me manque : un téléphone ou un e-mail" in asked.output
+    done = run("chat", "--config", str(demo_config), "--tenant", "demo", "--chat", "c1",
+               "-m", "son mail : paul@martin.fr")
+    assert "✅ Lead créé : Paul Martin" in done.output
+
+
+def test_chat_interactive_reads_lines(demo_config):
+    result = CliRunner().invoke(
+        cli_module.cli, ["chat", "--config", str(demo_config), "--tenant", "demo"],
+        input=f"bonjour\n{DEMO}\n",
+    )
+    assert result.exit_code == 0
+    assert "Bonjour, je suis MAX" in result.output and "Lead créé" in result.output
+
+
+def test_unknown_tenant(demo_config):
+    result = run("chat", "--config", str(demo_config), "--tenant", "nope", "-m", "x")
+    assert result.exit_code == 1 and "unknown tenant nope; configured: demo" in result.output
+
+
+def test_plugins_lists_builtins(monkeypatch):
+    monkeypatch.setattr(cli_module, "_PLUGINS", None)
+    text = run("plugins").output
+    assert "sqlite" in text and "crm: sqlite" in text and "llm: offline" in text
+    assert "tools: upsert_lead, search_leads, create_record, send_message, remember" in text
+    data = json.loads(run("plugins", "--json").output)
+    by_name = {p["name"]: p for p in data}
+    assert by_name["webchat"]["connectors"] == {"channel": ["webchat"]}
+    assert by_name["webchat"]["builtin"] is True
+
+
+def test_plugins_shows_import_failures(monkeypatch, tmp_path):
+    (tmp_path / "mc_cli_broken.py").write_text("import does_not_exist_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("mc_cli_broken", None)
+    ep = importlib.metadata.EntryPoint(name="mc_cli_broken", value="mc_cli_broken", group="maxcore")
+    monkeypatch.setattr(cli_module, "_PLUGINS", PluginSet().load(entry_points=[ep]))
+    text = run("plugins").output
+    assert "✗ mc_cli_broken" in text
+    assert "ModuleNotFoundError: No module named 'does_not_exist_anywhere'" in text
+    assert "✓ sqlite" in text

@@ -1,0 +1,156 @@
+"""Configuration errors are precise: file, key path, expected vs got."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from maxcore import cli as cli_module
+from maxcore.config import load_config
+from maxcore.plugins import load_plugins
+from maxcore.testing.harness import write_config
+
+PLUGINS = load_plugins()
+
+
+def problems(config: Path, env: dict[str, str] | None = None) -> list[str]:
+    return [str(p) for p in load_config(config, PLUGINS, env=env or {}).problems]
+
+
+def tenant(body: str) -> dict[str, str]:
+    return {"acme": body}
+
+
+def test_minimal_files_are_valid(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\n"), main="server: {port: 4000}\n")
+    loaded = load_config(config, PLUGINS, env={})
+    assert loaded.ok, loaded.problems
+    assert loaded.main.server.port == 4000 and loaded.main.server.host == "0.0.0.0"
+    acme = loaded.tenants[0]
+    assert (acme.channel.type, acme.crm.type, acme.memory.type, acme.llm.type) == (
+        "webchat", "sqlite", "sqlite", "offline")
+    assert acme.assistant.language == "fr" and acme.assistant.max_tool_rounds == 4
+
+
+def test_sqlite_blocks_need_no_other_key(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\ncrm: {type: sqlite}\nmemory: {type: sqlite}\n"))
+    assert problems(config) == []
+
+
+def test_typo_is_an_unknown_key(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nasistant: {language: fr}\n"
+                                           "crm: {type: sqlite, pth: x.db}\n"))
+    found = problems(config)
+    assert any(p.startswith("tenants/acme.yaml: asistant: unknown key") and "assistant" in p
+               for p in found), found
+    assert any(p.startswith("tenants/acme.yaml: crm.pth: unknown key") and "path" in p
+               for p in found), found
+
+
+def test_wrong_types_name_the_key_expected_and_got(tmp_path):
+    config = write_config(
+        tmp_path,
+        tenant("tenant: acme\nname: 42\nassistant: {max_tool_rounds: many, allowed_tools: [a, 3]}\n"),
+        main="server: {port: '3005'}\n",
+    )
+    found = problems(config)
+    assert "maxcore.yaml: server.port: expected an integer, got '3005' (string)" in found
+    assert "tenants/acme.yaml: name: expected a string, got 42 (integer)" in found
+    assert "tenants/acme.yaml: assistant.max_tool_rounds: expected an integer, got 'many' (string)" in found
+    assert "tenants/acme.yaml: assistant.allowed_tools[1]: expected a string, got 3 (integer)" in found
+
+
+def test_validator_failures_name_the_field(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nassistant: {language: de}\n"),
+                          main="server: {port: 70000}\n")
+    found = problems(config)
+    assert "maxcore.yaml: server.port: expected a number between 1 and 65535, got 70000" in found
+    assert "tenants/acme.yaml: assistant.language: expected one of fr, en, got 'de'" in found
+
+
+def test_missing_environment_variable(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nname: ${ACME_NAME}\n"
+                                           "assistant: {name: '${BOT:-MAX}'}\n"))
+    assert problems(config) == [
+        "tenants/acme.yaml: name: environment variable ACME_NAME is not set (referenced as ${ACME_NAME})"
+    ]
+    loaded = load_config(config, PLUGINS, env={"ACME_NAME": "Acme SA"})
+    assert loaded.ok and loaded.tenants[0].name == "Acme SA"
+    assert loaded.tenants[0].assistant.name == "MAX"
+
+
+def test_unknown_connector_type_lists_the_available_ones(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\ncrm: {type: salesforce}\n"))
+    (found,) = problems(config)
+    assert found.startswith("tenants/acme.yaml: crm.type: unknown crm type 'salesforce'; available: ")
+    assert "sqlite" in found
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\ncrm: [type: sqlite\n"))
+    (found,) = problems(config)
+    assert found.startswith("tenants/acme.yaml: invalid YAML: line 3, column 1")
+
+
+def test_bad_tenant_id_and_duplicates(tmp_path):
+    config = write_config(tmp_path, {"a": "tenant: acme\n", "b": "tenant: acme\n",
+                                     "c": "tenant: Bad Id\n"})
+    found = problems(config)
+    assert "tenants/b.yaml: tenant: tenant id 'acme' is already used by tenants/a.yaml" in found
+    assert any(p.startswith("tenants/c.yaml: tenant: expected lower-case letters") for p in found)
+
+
+def test_block_that_is_not_a_mapping(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nllm: offline\n"))
+    assert problems(config) == [
+        "tenants/acme.yaml: llm: expected a mapping with a 'type' key, got 'offline'"
+    ]
+
+
+def test_every_problem_of_every_file_is_listed(tmp_path):
+    config = write_config(tmp_path, {
+        "a": "tenant: a\ncrm: {type: sqlite, nope: 1}\n",
+        "b": "tenant: b\nllm: {type: gpt}\n",
+    }, main="logging: {format: xml}\n")
+    found = problems(config)
+    assert len(found) == 3
+    assert {p.split(":")[0] for p in found} == {"maxcore.yaml", "tenants/a.yaml", "tenants/b.yaml"}
+
+
+def test_shipped_config_is_valid():
+    root = Path(__file__).resolve().parents[2]
+    assert problems(root / "config") == []
+
+
+def test_check_command_exits_1_with_every_problem(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\ncrm: {type: sqlite, pth: x}\n"
+                                           "name: ${NOPE_NOT_SET}\nllm: {type: gpt}\n"))
+    result = CliRunner().invoke(cli_module.cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "tenants/acme.yaml: crm.pth: unknown key" in result.output
+    assert "environment variable NOPE_NOT_SET is not set" in result.output
+    assert "crm.type" not in result.output  # sqlite is known
+    assert "llm.type: unknown llm type 'gpt'" in result.output
+    assert "3 problem(s)" in result.output
+
+
+def test_check_command_ok(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\n"))
+    result = CliRunner().invoke(cli_module.cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "valid, 1 tenant(s): acme" in result.output
+
+
+def test_serve_refuses_to_start_on_invalid_config(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\ncrm: {type: sqlite, pth: x}\n"))
+    result = CliRunner().invoke(cli_module.cli, ["serve", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "crm.pth: unknown key" in result.output
+    assert "nothing was started" in result.output
+
+
+@pytest.mark.parametrize("missing", ["nowhere"])
+def test_missing_config_directory(tmp_path, missing):
+    assert problems(tmp_path / missing) == [f"{tmp_path / missing}: configuration directory does not exist"]

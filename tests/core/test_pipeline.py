@@ -1,0 +1,161 @@
+"""The pipeline's tool loop, driven by a scripted model through the real runtime."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from maxcore import InboundMessage, LLMReply, Role
+from maxcore.connectors import LeadQuery
+from maxcore.runtime import Runtime
+from tests.conftest import REQUESTS, call
+
+LEAD = {"first_name": "Jean", "last_name": "Dupont", "phone": "06 12 34 56 78",
+        "email": "jean@dupont.fr", "industry": "btp"}
+
+
+@pytest.fixture
+async def runtime(make_config, plugins):
+    config = make_config("acme", llm="scripted")
+    rt = Runtime.from_directory(config, plugins=plugins)
+    await rt.open()
+    yield rt
+    await rt.close()
+
+
+def message(text: str = "hello", message_id: str = "m1", tenant: str = "acme") -> InboundMessage:
+    return InboundMessage(tenant=tenant, channel="webchat", chat_id="chat-1",
+                          message_id=message_id, text=text)
+
+
+def tool_results(request) -> list[dict[str, Any]]:
+    return [json.loads(t.content) for t in request.messages if t.role == Role.TOOL]
+
+
+async def test_tool_loop_creates_lead_and_feeds_result_back(runtime, script):
+    script(LLMReply(tool_calls=(call("upsert_lead", LEAD, "c1"),)), LLMReply(text="Lead créé"))
+    result = await runtime.handle(message())
+    assert result.reply.text == "Lead créé"
+    assert result.tool_calls == ("upsert_lead",)
+    second = REQUESTS["default"][1]
+    # The assistant turn with the call is echoed, then one tool turn answering it.
+    assistant = [t for t in second.messages if t.role == Role.ASSISTANT][-1]
+    assert [c.id for c in assistant.tool_calls] == ["c1"]
+    tool_turn = second.messages[-1]
+    assert tool_turn.role == Role.TOOL and tool_turn.tool_call_id == "c1"
+    lead = tool_results(second)[0]["lead"]
+    assert lead["phone"] == "+33612345678" and lead["industry"] == "Construction"
+    assert lead["status"] == "New" and lead["source"] == "Web Site"
+    crm = runtime.tenant("acme").crm
+    assert len(await crm.search_leads(LeadQuery(email="jean@dupont.fr"))) == 1
+    actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
+    assert "lead_created" in actions and "reply_sent" in actions and "llm_call" in actions
+
+
+async def test_bad_arguments_become_a_tool_error_the_model_sees(runtime, script):
+    script(
+        LLMReply(tool_calls=(call("upsert_lead", "{not json", "c1"),)),
+        LLMReply(tool_calls=(call("upsert_lead", {"first_name": 42}, "c2"),)),
+        LLMReply(tool_calls=(call("upsert_lead", {**LEAD, "industry": "astrology"}, "c3"),)),
+        LLMReply(text="ok"),
+    )
+    result = await runtime.handle(message())
+    assert result.reply.text == "ok"
+    errors = [r["error"] for r in tool_results(REQUESTS["default"][-1])]
+    assert "not valid JSON" in errors[0]
+    assert "first_name" in errors[1] and "not of type 'string'" in errors[1]
+    assert "industry 'astrology' is not allowed" in errors[2] and "Construction" in errors[2]
+    assert await runtime.tenant("acme").crm.list_leads() == []
+
+
+async def test_unknown_tool_is_reported_to_the_model(runtime, script):
+    script(LLMReply(tool_calls=(call("delete_everything", {}, "c1"),)), LLMReply(text="fine"))
+    await runtime.handle(message())
+    error = tool_results(REQUESTS["default"][1])[0]["error"]
+    assert "unknown tool 'delete_everything'" in error and "upsert_lead" in error
+
+
+async def test_too_many_rounds_end_with_a_worded_answer(runtime, script):
+    looping = [LLMReply(tool_calls=(call("search_leads", {"query": "x"}, f"c{i}"),)) for i in range(4)]
+    script(*looping, LLMReply(text="Voici ce que j'ai trouvé."))
+    result = await runtime.handle(message())
+    assert result.reply.text == "Voici ce que j'ai trouvé."
+    assert len(REQUESTS["default"]) == 5
+    assert REQUESTS["default"][-1].tools == ()  # the last call offers no tools
+    actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
+    assert "max_tool_rounds_exceeded" in actions
+
+
+async def test_model_that_never_stops_gets_the_fallback_text(runtime, script):
+    script(*[LLMReply(tool_calls=(call("search_leads", {}, f"c{i}"),)) for i in range(6)])
+    result = await runtime.handle(message())
+    assert result.reply.text.startswith("Désolé")
+
+
+async def test_tenant_argument_is_ignored(make_config, plugins, script):
+    config = make_config("acme", "globex", llm="scripted")
+    runtime = Runtime.from_directory(config, plugins=plugins)
+    await runtime.open()
+    try:
+        script(
+            LLMReply(tool_calls=(call("upsert_lead", {**LEAD, "tenant": "globex",
+                                                       "tenantId": "globex"}, "c1"),)),
+            LLMReply(text="done"),
+        )
+        await runtime.handle(message(tenant="acme"))
+        assert len(await runtime.tenant("acme").crm.list_leads()) == 1
+        assert await runtime.tenant("globex").crm.list_leads() == []
+    finally:
+        await runtime.close()
+
+
+async def test_allowed_tools_limit_what_the_model_sees(make_config, plugins, script):
+    config = make_config("acme", llm="scripted",
+                         extra="  allowed_tools: [search_leads]\n")
+    runtime = Runtime.from_directory(config, plugins=plugins)
+    await runtime.open()
+    try:
+        script(LLMReply(tool_calls=(call("upsert_lead", LEAD, "c1"),)), LLMReply(text="no"))
+        await runtime.handle(message())
+        assert [t.name for t in REQUESTS["default"][0].tools] == ["search_leads"]
+        assert "unknown tool 'upsert_lead'" in tool_results(REQUESTS["default"][1])[0]["error"]
+        assert await runtime.tenant("acme").crm.list_leads() == []
+    finally:
+        await runtime.close()
+
+
+async def test_replayed_message_repeats_no_effect(runtime, script):
+    replies = [LLMReply(tool_calls=(call("upsert_lead", LEAD, "c1"),
+                                    call("send_message", {"text": "Bienvenue"}, "c2"))),
+               LLMReply(text="Lead créé")]
+    script(*replies, *replies)
+    channel = runtime.tenant("acme").channel
+    await runtime.handle(message(message_id="same"))
+    await runtime.handle(message(message_id="same"))  # e.g. replay after a crash
+    sent = [m for m in channel._outbox["chat-1"] if m["from"] == "assistant"]
+    assert [m["text"] for m in sent] == ["Bienvenue", "Lead créé"]
+    audit = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
+    assert audit.count("lead_created") == 1 and audit.count("lead_updated") == 0
+    assert audit.count("reply_sent") == 1
+    history = await runtime.tenant("acme").memory.history("chat-1", 10)
+    assert len(history) == 2
+
+
+async def test_history_and_facts_reach_the_prompt(runtime, script):
+    script(LLMReply(tool_calls=(call("remember", {"key": "budget", "value": "20k"}, "c1"),)),
+           LLMReply(text="Noté"), LLMReply(text="Bonjour"))
+    await runtime.handle(message("retiens mon budget", "m1"))
+    await runtime.handle(message("et alors ?", "m2"))
+    later = REQUESTS["default"][-1]
+    assert "budget: 20k" in later.system
+    assert [t.content for t in later.messages] == ["retiens mon budget", "Noté", "et alors ?"]
+
+
+async def test_message_for_another_tenant_is_refused(runtime):
+    pipeline_tenant = runtime.tenant("acme")
+    from maxcore.pipeline import Pipeline
+
+    with pytest.raises(ValueError, match="sent to 'acme'"):
+        await Pipeline(pipeline_tenant, runtime.hooks).process(message(tenant="globex"))
