@@ -1,12 +1,13 @@
 """The inbox: where accepted messages wait for processing.
 
 The webhook handler calls :meth:`Inbox.submit` and answers only after it returns.
-Workers take messages out, one conversation at a time and in arrival order, retry
-retryable failures with backoff and put the rest in a dead-letter list.
+Workers take messages out one conversation at a time and in arrival order, retry
+retryable failures with backoff and put the rest in a dead-letter state.
 
-:class:`MemoryInbox` keeps everything in process memory: fine for the demo and the
-CLI, not durable across restarts. A durable implementation plugs into the same
-:class:`Inbox` protocol.
+:class:`WorkScheduler` holds that logic once; a subclass says where the messages are
+kept. :class:`MemoryInbox` keeps them in process memory (the CLI's chat, tests);
+:class:`maxcore.durable_inbox.SqliteInbox` keeps them in SQLite so that a message
+acknowledged to the provider survives a crash.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from .retry import backoff_delay, is_retryable
 from .types import InboundMessage
 
 Handler = Callable[[InboundMessage], Awaitable[Any]]
+# tenant id -> messages per minute (None: unlimited)
+RateLimit = Callable[[str], int | None]
+
+RATE_WINDOW_S = 60.0
 
 
 class InboxFull(MaxcoreError):
@@ -41,11 +46,22 @@ class InboxClosed(MaxcoreError):
 
 
 @attrs.define
+class Entry:
+    """A message the inbox holds, with its store id and the attempts made so far."""
+
+    id: int
+    message: InboundMessage
+    attempts: int = 0
+    rate_counted: bool = False
+
+
+@attrs.define
 class DeadLetter:
     message: InboundMessage
     error: str
     attempts: int
     failed_at: float = attrs.field(factory=time.time)
+    id: int = 0
 
 
 class Inbox(Protocol):
@@ -55,102 +71,201 @@ class Inbox(Protocol):
         """Record ``message``; True if new, False if already seen. Durable on return."""
         ...
 
-    async def start(self, handler: Handler) -> None: ...
+    async def start(self, handler: Handler, rate_limit: RateLimit | None = None) -> None: ...
     async def stop(self, grace: float) -> None: ...
+    async def drain(self, timeout: float) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
 
 
-class MemoryInbox:
-    """In-process inbox: per-conversation FIFO queues served by N workers."""
+class RateWindow:
+    """Messages started per tenant in the last minute (a sliding log, exact)."""
 
-    def __init__(self, config: InboxConfig, *, remember_keys: int = 100_000) -> None:
+    def __init__(self) -> None:
+        self._starts: dict[str, collections.deque[float]] = {}
+
+    def delay(self, tenant: str, limit: int | None, now: float) -> float:
+        """0 and count this start if ``tenant`` is under ``limit``; else seconds to wait."""
+        if limit is None or limit <= 0:  # 0 or less is read as "no limit", never as "stop"
+            return 0.0
+        starts = self._starts.setdefault(tenant, collections.deque())
+        while starts and starts[0] <= now - RATE_WINDOW_S:
+            starts.popleft()
+        if len(starts) >= limit:
+            return starts[0] + RATE_WINDOW_S - now
+        starts.append(now)
+        return 0.0
+
+
+class WorkScheduler:
+    """Per-conversation FIFO queues served by N workers; storage is the subclass's job.
+
+    A conversation is in at most one place at a time: the ready queue, a worker, or a
+    timer (retry backoff, rate limit). So its messages run one at a time, in order,
+    and a conversation that waits never holds a worker.
+    """
+
+    kind = "abstract"
+    # A durable store keeps what is left at shutdown; a volatile one must drain it all.
+    durable = False
+
+    def __init__(self, config: InboxConfig) -> None:
         self.config = config
         self.accepting = True
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._remember_keys = remember_keys
-        self._queues: dict[str, collections.deque[InboundMessage]] = {}
+        self._queues: dict[str, collections.deque[Entry]] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
-        self._active: set[str] = set()
+        self._scheduled: set[str] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
         self._pending = 0
+        self._in_flight = 0
         self._workers: list[asyncio.Task[None]] = []
         self._handler: Handler | None = None
+        self._rate_limit: RateLimit = lambda _tenant: None
+        self._rates = RateWindow()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.dead: list[DeadLetter] = []
+        self._quiet = asyncio.Event()  # no message is being handled right now
+        self._quiet.set()
+        self._stopping = False
         self.done = 0
+        self.dead_count = 0
 
-    async def submit(self, message: InboundMessage) -> bool:
+    # -- storage: implemented by subclasses ----------------------------------------
+    async def _store_add(self, message: InboundMessage) -> Entry | None:
+        """Persist ``message`` and enqueue it (in store order); None if a duplicate."""
+        raise NotImplementedError
+
+    async def _store_done(self, entry: Entry) -> None:
+        raise NotImplementedError
+
+    async def _store_failed(self, entry: Entry, error: str) -> None:
+        """An attempt failed and will be retried: keep the attempt count and the error."""
+        raise NotImplementedError
+
+    async def _store_dead(self, entry: Entry, error: str) -> None:
+        raise NotImplementedError
+
+    async def _recover(self) -> list[Entry]:
+        """Messages accepted earlier and not finished, oldest first."""
+        return []
+
+    async def _close_store(self) -> None:
+        return None
+
+    # -- intake --------------------------------------------------------------------
+    def _check_open(self) -> None:
         if not self.accepting:
             raise InboxClosed("the server is shutting down")
-        key = message.dedupe_key
-        if key in self._seen:
-            return False
         if self._pending >= self.config.max_pending:
-            raise InboxFull(self._pending)
-        self._seen[key] = None
-        if len(self._seen) > self._remember_keys:
-            self._seen.popitem(last=False)
-        conversation = message.conversation_key
-        queue = self._queues.setdefault(conversation, collections.deque())
-        queue.append(message)
+            raise InboxFull(self._pending, self.config.full_retry_after_s)
+
+    async def submit(self, message: InboundMessage) -> bool:
+        self._check_open()
+        return await self._store_add(message) is not None
+
+    def _enqueue(self, entry: Entry) -> None:
+        conversation = entry.message.conversation_key
+        self._queues.setdefault(conversation, collections.deque()).append(entry)
         self._pending += 1
         self._idle.clear()
-        if conversation not in self._active and len(queue) == 1:
+        if conversation not in self._scheduled:
+            self._scheduled.add(conversation)
             self._ready.put_nowait(conversation)
-        return True
 
-    async def start(self, handler: Handler) -> None:
+    # -- workers -------------------------------------------------------------------
+    async def start(self, handler: Handler, rate_limit: RateLimit | None = None) -> None:
         self._handler = handler
+        if rate_limit is not None:
+            self._rate_limit = rate_limit
+        self._stopping = False
+        recovered = await self._recover()
+        for entry in recovered:
+            self._enqueue(entry)
+        if recovered:
+            logger.info("[PIPELINE] resuming {} message(s) accepted before the last stop", len(recovered))
         for index in range(self.config.workers):
             self._workers.append(asyncio.create_task(self._work(), name=f"inbox-worker-{index}"))
+
+    def _later(self, delay: float, conversation: str) -> None:
+        def wake() -> None:
+            self._timers.discard(handle)
+            if not self._stopping:
+                self._ready.put_nowait(conversation)
+
+        handle = asyncio.get_running_loop().call_later(max(delay, 0.0), wake)
+        self._timers.add(handle)
 
     async def _work(self) -> None:
         while True:
             conversation = await self._ready.get()
-            self._active.add(conversation)
+            if self._stopping:
+                continue
+            queue = self._queues[conversation]
+            entry = queue[0]
+            if not entry.rate_counted:
+                wait = self._rates.delay(
+                    entry.message.tenant, self._rate_limit(entry.message.tenant), time.monotonic()
+                )
+                if wait > 0:
+                    logger.bind(tenant=entry.message.tenant, message_id=entry.message.message_id).info(
+                        "[PIPELINE] tenant over its messages_per_minute; message waits {:.1f}s", wait
+                    )
+                    self._later(wait, conversation)
+                    continue
+                entry.rate_counted = True
+            self._in_flight += 1
+            self._quiet.clear()
             try:
-                queue = self._queues.get(conversation)
-                while queue:
-                    message = queue[0]
-                    await self._process(message)
-                    queue.popleft()
-                    self._pending -= 1
-                if queue is not None and not queue:
-                    self._queues.pop(conversation, None)
+                retry_in = await self._attempt(entry)
             finally:
-                self._active.discard(conversation)
-                if self._pending == 0:
-                    self._idle.set()
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._quiet.set()
+            if retry_in is not None:
+                self._later(retry_in, conversation)
+                continue
+            queue.popleft()
+            self._pending -= 1
+            if queue:
+                # Back of the line: one message per turn keeps conversations fair.
+                self._ready.put_nowait(conversation)
+            else:
+                del self._queues[conversation]
+                self._scheduled.discard(conversation)
+            if self._pending == 0:
+                self._idle.set()
 
-    async def _process(self, message: InboundMessage) -> None:
+    async def _attempt(self, entry: Entry) -> float | None:
+        """Run the handler once; the delay before the next try, or None when finished."""
         assert self._handler is not None
+        message = entry.message
         log = logger.bind(tenant=message.tenant, message_id=message.message_id)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._handler(message)
-                self.done += 1
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure ends retried or dead
-                retryable = is_retryable(exc)
-                if not retryable or attempt >= self.config.max_attempts:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    log.error("[PIPELINE] message dead after {} attempt(s): {}", attempt, reason)
-                    self.dead.append(DeadLetter(message, reason, attempt))
-                    return
-                retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-                delay = backoff_delay(
-                    attempt, self.config.backoff_initial_s, self.config.backoff_max_s, retry_after
-                )
-                log.warning(
-                    "[PIPELINE] attempt {} failed ({}: {}); retrying in {:.2f}s",
-                    attempt, type(exc).__name__, exc, delay,
-                )
-                await asyncio.sleep(delay)
+        entry.attempts += 1
+        try:
+            await self._handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure ends retried or dead
+            reason = f"{type(exc).__name__}: {exc}"
+            if not is_retryable(exc) or entry.attempts >= self.config.max_attempts:
+                log.error("[PIPELINE] message dead after {} attempt(s): {}", entry.attempts, reason)
+                await self._store_dead(entry, reason)
+                self.dead_count += 1
+                return None
+            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+            delay = backoff_delay(
+                entry.attempts, self.config.backoff_initial_s, self.config.backoff_max_s, retry_after
+            )
+            log.warning(
+                "[PIPELINE] attempt {}/{} failed ({}); retrying in {:.2f}s",
+                entry.attempts, self.config.max_attempts, reason, delay,
+            )
+            await self._store_failed(entry, reason)
+            return delay
+        await self._store_done(entry)
+        self.done += 1
+        return None
 
+    # -- shutdown ------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is pending; False if ``timeout`` passed first."""
         try:
@@ -160,27 +275,75 @@ class MemoryInbox:
             return False
 
     async def stop(self, grace: float) -> None:
+        """Refuse new messages, let work finish within ``grace``, keep the rest."""
         self.accepting = False
-        drained = await self.drain(grace)
-        if not drained:
+        if self.durable:
+            # Only what is being handled now finishes; the backlog waits in the store.
+            self._stopping = True
+            try:
+                await asyncio.wait_for(self._quiet.wait(), grace)
+            except TimeoutError:
+                logger.warning("[PIPELINE] {} message(s) still running after {}s; they will be "
+                               "resumed on the next start", self._in_flight, grace)
+        elif not await self.drain(grace):
             logger.warning("[PIPELINE] {} message(s) still pending at shutdown", self._pending)
+        self._stopping = True
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+        if self._pending:
+            logger.info("[PIPELINE] {} message(s) left pending for the next start", self._pending)
+        await self._close_store()
 
     def stats(self) -> dict[str, Any]:
         return {
-            "type": "memory", "pending": self._pending, "done": self.done,
-            "dead": len(self.dead), "accepting": self.accepting,
+            "type": self.kind, "pending": self._pending, "running": self._in_flight,
+            "done": self.done, "dead": self.dead_count, "accepting": self.accepting,
         }
+
+
+class MemoryInbox(WorkScheduler):
+    """In-process inbox: not durable across restarts (the CLI's chat, tests)."""
+
+    kind = "memory"
+
+    def __init__(self, config: InboxConfig, *, remember_keys: int = 100_000) -> None:
+        super().__init__(config)
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._remember_keys = remember_keys
+        self._next_id = 0
+        self.dead: list[DeadLetter] = []
+
+    async def _store_add(self, message: InboundMessage) -> Entry | None:
+        key = message.dedupe_key
+        if key in self._seen:
+            return None
+        self._seen[key] = None
+        if len(self._seen) > self._remember_keys:
+            self._seen.popitem(last=False)
+        self._next_id += 1
+        entry = Entry(self._next_id, message)
+        self._enqueue(entry)
+        return entry
+
+    async def _store_done(self, entry: Entry) -> None:
+        return None
+
+    async def _store_failed(self, entry: Entry, error: str) -> None:
+        return None
+
+    async def _store_dead(self, entry: Entry, error: str) -> None:
+        self.dead.append(DeadLetter(entry.message, error, entry.attempts, id=entry.id))
 
 
 def make_inbox(config: InboxConfig, data_dir: Any) -> Inbox:
     """The inbox named by ``inbox.type`` in maxcore.yaml."""
     if config.type == "memory":
         return MemoryInbox(config)
-    # Resolved lazily so the core runs without the durable inbox's module.
-    from .durable_inbox import SqliteInbox  # type: ignore[import-not-found]
+    from .durable_inbox import SqliteInbox
 
     return SqliteInbox(config, data_dir)

@@ -138,7 +138,7 @@ class Runtime:
     async def start(self) -> None:
         """Open, start the inbox workers and the channels' receivers (polling)."""
         await self.open()
-        await self.inbox.start(self.handle)
+        await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
         for tenant in self.tenants.by_id.values():
             self._start_receiver(tenant)
         self.started = True
@@ -199,6 +199,11 @@ class Runtime:
         finally:
             self._in_flight[id(tenants)] -= 1
             await self._close_retired()
+
+    def messages_per_minute(self, tenant_id: str) -> int | None:
+        """The tenant's ``limits.messages_per_minute`` (None: unlimited), read at each message."""
+        tenant = self.tenants.by_id.get(tenant_id)
+        return tenant.config.limits.messages_per_minute if tenant is not None else None
 
     async def process_now(self, message: InboundMessage) -> PipelineResult:
         """Process directly, without the inbox (the CLI's chat)."""

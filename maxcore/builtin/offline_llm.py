@@ -8,13 +8,17 @@ exercise the real pipeline end to end.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ..config.models import in_range, non_empty
 from ..connectors import ConnectorBase
+from ..errors import PermanentError, RetryableError
 from ..hookspecs import hookimpl
 from ..types import ChatTurn, Health, LLMReply, LLMRequest, Role, ToolCall, Usage
 from .offline_rules import (
@@ -65,6 +69,13 @@ TEXTS = {
 @attrs.frozen
 class OfflineConfig:
     assistant_name: str = "MAX"
+    # Emulates a slow model: every completion waits this long (tests, benchmarks).
+    latency_ms: int = attrs.field(default=0, validator=in_range(0, 600_000))
+    # Fault injection an operator or a test controls from outside the process: while
+    # this file exists (relative to data_dir) each completion fails as its first line says:
+    # "retryable" (a 5xx-like error), "retryable N" (the next N calls only, then the file
+    # is removed), or "permanent" (a 4xx-like error).
+    fault_file: str | None = attrs.field(default=None, validator=non_empty)
 
 
 def _call_id(seed: str, index: int) -> str:
@@ -189,6 +200,10 @@ class OfflineLLM(ConnectorBase):
     Config = OfflineConfig
 
     async def complete(self, request: LLMRequest) -> LLMReply:
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if self.config.fault_file:
+            self._inject_fault(Path(self.context.data_dir) / self.config.fault_file)
         reply = decide(request, self.config.assistant_name)
         prompt_chars = len(request.system) + sum(len(m.content or "") for m in request.messages)
         return attrs.evolve(
@@ -197,6 +212,22 @@ class OfflineLLM(ConnectorBase):
 
     async def health(self) -> Health:
         return Health.ok("deterministic rules, no network")
+
+    @staticmethod
+    def _inject_fault(path: Path) -> None:
+        try:
+            words = path.read_text().split()
+        except FileNotFoundError:
+            return
+        if words[:1] == ["permanent"]:
+            raise PermanentError("offline model: injected permanent failure (HTTP 400)")
+        if len(words) > 1 and words[1].isdigit():
+            remaining = int(words[1]) - 1
+            if remaining > 0:
+                path.write_text(f"retryable {remaining}\n")
+            else:
+                path.unlink(missing_ok=True)
+        raise RetryableError("offline model: injected transient failure (HTTP 503)")
 
 
 @hookimpl

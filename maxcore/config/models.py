@@ -70,15 +70,23 @@ class ServerConfig:
 
 @attrs.frozen
 class InboxConfig:
-    type: str = attrs.field(
-        default="memory", validator=one_of("memory")
-    )
-    path: str = "inbox.sqlite3"
+    """``inbox:`` in maxcore.yaml: where accepted messages wait and how they are retried."""
+
+    # sqlite: durable (WAL, group commit); memory: lost on restart (tests, the CLI chat).
+    type: str = attrs.field(default="sqlite", validator=one_of("sqlite", "memory"))
+    path: str = attrs.field(default="inbox.sqlite3", validator=non_empty)  # relative to data_dir
     workers: int = attrs.field(default=8, validator=in_range(1, 1024))
     max_attempts: int = attrs.field(default=5, validator=in_range(1, 100))
     backoff_initial_s: float = attrs.field(default=1.0, validator=in_range(0, 3600))
     backoff_max_s: float = attrs.field(default=60.0, validator=in_range(0, 86400))
     max_pending: int = attrs.field(default=10_000, validator=in_range(1, 10_000_000))
+    # Retry-After (seconds) sent with the 503 when max_pending is reached.
+    full_retry_after_s: int = attrs.field(default=5, validator=in_range(1, 3600))
+    # full: fsync the WAL at every (group) commit, survives power loss; normal: survives
+    # a process crash only, faster on slow disks.
+    synchronous: str = attrs.field(default="full", validator=one_of("full", "normal"))
+    # How often a running server looks for messages `maxcore inbox retry` put back.
+    poll_interval_s: float = attrs.field(default=1.0, validator=in_range(0.05, 3600))
 
 
 @attrs.frozen

@@ -1,0 +1,316 @@
+"""The durable inbox: accepted messages in SQLite (WAL), committed before the 2xx.
+
+``submit`` returns only once the message's row is committed, so a message the provider
+saw acknowledged survives a crash. Commits are grouped: every submit that arrives while
+a commit is running joins the next one, so one fsync covers a whole batch under load.
+The unique ``dedupe_key`` (channel, tenant, chat, provider message id) turns a
+redelivery into a no-op. On start every ``pending`` row is resumed, oldest first.
+
+States: ``pending`` (waiting or being handled), ``done``, ``dead`` (attempts exhausted
+or a permanent error; ``maxcore inbox retry`` puts it back to ``pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from loguru import logger
+
+from .config.models import InboxConfig
+from .inbox import Entry, InboxFull, WorkScheduler
+from .types import InboundMessage, Media
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    retry_requested INTEGER NOT NULL DEFAULT 0,
+    received_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_state ON inbox (state, id);
+CREATE INDEX IF NOT EXISTS inbox_tenant_state ON inbox (tenant, state);
+"""
+
+STATES = ("pending", "done", "dead")
+
+
+class InboxUnavailable(InboxFull):
+    """The inbox storage failed: answer 503 so that the provider redelivers later."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        Exception.__init__(self, f"inbox storage unavailable ({reason}); try again later")
+        self.retry_after = retry_after
+
+
+def encode_message(message: InboundMessage) -> str:
+    return json.dumps(attrs.asdict(message), ensure_ascii=False, default=str)
+
+
+def decode_message(payload: str) -> InboundMessage:
+    data = json.loads(payload)
+    media = data.pop("media", None)
+    return InboundMessage(**data, media=Media(**media) if media else None)
+
+
+def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) on the WAL database."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def inbox_path(config: InboxConfig, data_dir: Path | str) -> Path:
+    path = Path(config.path).expanduser()
+    return path if path.is_absolute() else Path(data_dir) / path
+
+
+@attrs.define
+class _Op:
+    """One statement for the next group commit; ``on_commit`` runs after COMMIT."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    on_commit: Callable[[Any], None] | None = None
+
+
+class GroupCommitter:
+    """Serialises writes on one connection and commits them in batches."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._ops: list[_Op] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.largest_batch = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="inbox-group-commit")
+
+    async def write(
+        self, run: Callable[[sqlite3.Connection], Any], on_commit: Callable[[Any], None] | None = None
+    ) -> Any:
+        if self._task is None or self._task.done():
+            raise InboxUnavailable("the inbox is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Op(run, future, on_commit))
+        self._wake.set()
+        return await future
+
+    def _apply(self, batch: Sequence[_Op]) -> list[Any]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [op.run(conn) for op in batch]
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return results
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ops:
+                batch, self._ops = self._ops, []
+                self.batches += 1
+                self.largest_batch = max(self.largest_batch, len(batch))
+                try:
+                    # Shielded: a commit that started finishes even if the loop is cancelled.
+                    results = await asyncio.shield(asyncio.to_thread(self._apply, batch))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported to every waiter
+                    logger.error("[INBOX] commit of {} operation(s) failed: {}", len(batch), exc)
+                    for op in batch:
+                        if not op.future.done():
+                            op.future.set_exception(InboxUnavailable(type(exc).__name__))
+                    continue
+                for op, result in zip(batch, results, strict=True):
+                    if op.on_commit is not None:
+                        op.on_commit(result)
+                    if not op.future.done():
+                        op.future.set_result(result)
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        while self._ops:
+            await asyncio.sleep(0.005)  # bounded: the loop empties _ops batch by batch
+            if self._task is None or self._task.done():
+                break
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+class SqliteInbox(WorkScheduler):
+    """``inbox: {type: sqlite}`` — the default."""
+
+    kind = "sqlite"
+    durable = True
+
+    def __init__(self, config: InboxConfig, data_dir: Path | str) -> None:
+        super().__init__(config)
+        self.path = inbox_path(config, data_dir)
+        self._conn: sqlite3.Connection | None = None
+        self._writer: GroupCommitter | None = None
+        self._submitting: dict[str, asyncio.Future[bool]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def _open(self) -> GroupCommitter:
+        if self._writer is None:
+            self._conn = connect(self.path, self.config.synchronous)
+            self._writer = GroupCommitter(self._conn)
+            self._writer.start()
+        return self._writer
+
+    async def _recover(self) -> list[Entry]:
+        writer = self._open()
+
+        def load(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            rows = conn.execute(
+                "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' ORDER BY id"
+            ).fetchall()
+            conn.execute("UPDATE inbox SET retry_requested = 0 WHERE retry_requested = 1")
+            return rows
+
+        rows = await writer.write(load)
+        self._sweeper = asyncio.create_task(self._sweep(), name="inbox-retry-sweeper")
+        return [Entry(row["id"], decode_message(row["payload"]), row["attempts"]) for row in rows]
+
+    async def _sweep(self) -> None:
+        """Pick up messages that ``maxcore inbox retry`` put back while we run."""
+        writer = self._writer
+        assert writer is not None
+
+        def take(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            rows = conn.execute(
+                "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' "
+                "AND retry_requested = 1 ORDER BY id"
+            ).fetchall()
+            if rows:
+                conn.execute("UPDATE inbox SET retry_requested = 0 WHERE retry_requested = 1")
+            return rows
+
+        def enqueue(rows: list[sqlite3.Row]) -> None:
+            for row in rows:
+                logger.info("[INBOX] message {} put back by an operator", row["id"])
+                self._enqueue(Entry(row["id"], decode_message(row["payload"]), row["attempts"]))
+
+        while not self._stopping:
+            await asyncio.sleep(self.config.poll_interval_s)
+            try:
+                await writer.write(take, enqueue)
+            except InboxUnavailable as exc:
+                logger.warning("[INBOX] retry sweep failed: {}", exc)
+
+    async def _close_store(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- intake ----------------------------------------------------------------------
+    async def submit(self, message: InboundMessage) -> bool:
+        self._check_open()
+        key = message.dedupe_key
+        earlier = self._submitting.get(key)
+        if earlier is not None:
+            # The same message is being committed by a concurrent request: answer once it is.
+            await asyncio.shield(earlier)
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._submitting[key] = future
+        try:
+            added = await self._store_add(message) is not None
+            future.set_result(added)
+            return added
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here so an unawaited failure is not reported twice
+            raise
+        finally:
+            del self._submitting[key]
+
+    async def _store_add(self, message: InboundMessage) -> Entry | None:
+        writer = self._open()
+        now = time.time()
+        row = (
+            message.dedupe_key, message.tenant, message.channel, message.chat_id,
+            message.message_id, encode_message(message), now, now,
+        )
+
+        def insert(conn: sqlite3.Connection) -> int | None:
+            cursor = conn.execute(
+                "INSERT INTO inbox (dedupe_key, tenant, channel, chat_id, message_id, payload, "
+                "received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (dedupe_key) DO NOTHING",
+                row,
+            )
+            return cursor.lastrowid if cursor.rowcount == 1 else None
+
+        entry: list[Entry] = []
+
+        def enqueue(row_id: int | None) -> None:
+            # Runs right after COMMIT, in commit order: the queue order is the id order.
+            if row_id is not None:
+                entry.append(Entry(row_id, message))
+                self._enqueue(entry[0])
+
+        await writer.write(insert, enqueue)
+        return entry[0] if entry else None
+
+    # -- outcomes --------------------------------------------------------------------
+    async def _update(self, entry: Entry, state: str, error: str | None) -> None:
+        assert self._writer is not None
+        params = (state, entry.attempts, error, time.time(), entry.id)
+        await self._writer.write(lambda conn: conn.execute(
+            "UPDATE inbox SET state = ?, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            params,
+        ))
+
+    async def _store_done(self, entry: Entry) -> None:
+        await self._update(entry, "done", None)
+
+    async def _store_failed(self, entry: Entry, error: str) -> None:
+        await self._update(entry, "pending", error)
+
+    async def _store_dead(self, entry: Entry, error: str) -> None:
+        await self._update(entry, "dead", error)
+
+    def stats(self) -> dict[str, Any]:
+        stats = super().stats()
+        if self._writer is not None:
+            stats["commit_batches"] = self._writer.batches
+            stats["largest_batch"] = self._writer.largest_batch
+        return stats
