@@ -1,0 +1,238 @@
+"""The openai connector against the emulator: wire format, replies, errors, health."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from loguru import logger
+from maxcore_openai import OpenAIConfig, OpenAILLM
+
+from maxcore.config.structure import structure
+from maxcore.errors import PermanentError, RetryableError
+from maxcore.testing import LLMContract
+from maxcore.testing.server import free_port
+from maxcore.types import ChatTurn, HealthStatus, LLMRequest, Role, ToolCall, ToolSpec
+
+from .conftest import API_KEY, DEMO
+
+UPSERT = ToolSpec("upsert_lead", "create or update a lead", {
+    "type": "object", "properties": {"first_name": {"type": "string"}, "email": {"type": "string"}},
+})
+SEARCH = ToolSpec("search_leads", "find leads", {
+    "type": "object", "properties": {"query": {"type": "string"}},
+})
+
+
+def demo_request(*extra: ChatTurn, tools: tuple[ToolSpec, ...] = (UPSERT, SEARCH)) -> LLMRequest:
+    return LLMRequest(system="Tu es MAX.", messages=(ChatTurn(role=Role.USER, content=DEMO), *extra),
+                      tools=tools)
+
+
+class TestOpenAIAgainstEmulator(LLMContract):
+    @pytest.fixture
+    def make_llm(self, make_openai: Callable[..., OpenAILLM]) -> Callable[[str], OpenAILLM]:
+        return lambda tenant: make_openai(tenant)
+
+
+@pytest.fixture
+async def llm(make_openai: Callable[..., OpenAILLM]) -> Any:
+    connector = make_openai()
+    await connector.open()
+    yield connector
+    await connector.close()
+
+
+async def test_request_body_follows_the_chat_completions_contract(emulator: Any, make_openai: Any) -> None:
+    llm = make_openai(temperature=0.2, max_output_tokens=300)
+    await llm.open()
+    call = ToolCall("call_abc", "upsert_lead", '{"first_name": "Jean"}')
+    await llm.complete(demo_request(
+        ChatTurn(role=Role.ASSISTANT, content=None, tool_calls=(call,)),
+        ChatTurn(role=Role.TOOL, content='{"status": "created"}', tool_call_id="call_abc",
+                 name="upsert_lead"),
+    ))
+    await llm.close()
+    [recorded] = emulator.completions()
+    body = recorded.body
+    assert recorded.headers["authorization"] == f"Bearer {API_KEY}"
+    assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0.2
+    # Off OpenAI the token limit goes by its old name, which compatible servers know.
+    assert body["max_tokens"] == 300 and "max_completion_tokens" not in body
+    assert "stream" not in body or body["stream"] is False
+    assert body["messages"] == [
+        {"role": "system", "content": "Tu es MAX."},
+        {"role": "user", "content": DEMO},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_abc", "type": "function",
+             "function": {"name": "upsert_lead", "arguments": '{"first_name": "Jean"}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": '{"status": "created"}'},
+    ]
+    assert body["tools"][0] == {"type": "function", "function": {
+        "name": "upsert_lead", "description": "create or update a lead", "parameters": UPSERT.parameters}}
+    assert all("strict" not in tool["function"] for tool in body["tools"])
+
+
+async def test_openai_itself_gets_max_completion_tokens(make_openai: Any) -> None:
+    llm = make_openai(max_output_tokens=100, token_limit_field="max_completion_tokens")
+    assert "max_completion_tokens" in llm.body(demo_request())
+    default = OpenAILLM(OpenAIConfig(api_key="sk-x", max_output_tokens=100), make_openai().context)
+    assert default.config.url == "https://api.openai.com/v1"
+    assert default.body(demo_request())["max_completion_tokens"] == 100
+
+
+async def test_tool_call_reply_is_translated(llm: OpenAILLM) -> None:
+    reply = await llm.complete(demo_request())
+    [call] = reply.tool_calls
+    assert call.name == "upsert_lead" and call.id.startswith("call_")
+    assert json.loads(call.arguments)["email"] == "jean@dupont.fr"
+    assert reply.text is None and reply.model == "gpt-4o-mini"
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+
+async def test_parallel_calls_and_text_answers(emulator: Any, llm: OpenAILLM) -> None:
+    emulator.reply(None, [("upsert_lead", '{"first_name": "Jean"}'), ("search_leads", '{"query": "Jean"}')])
+    reply = await llm.complete(demo_request())
+    assert [c.name for c in reply.tool_calls] == ["upsert_lead", "search_leads"]
+    assert len({c.id for c in reply.tool_calls}) == 2
+    emulator.reply("Bonjour !")
+    reply = await llm.complete(demo_request())
+    assert reply.text == "Bonjour !" and reply.tool_calls == ()
+
+
+async def test_malformed_arguments_are_passed_through_raw(emulator: Any, llm: OpenAILLM) -> None:
+    emulator.malformed_arguments()
+    [call] = (await llm.complete(demo_request())).tool_calls
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(call.arguments)
+
+
+async def test_finish_reason_length_still_returns_the_text(emulator: Any, llm: OpenAILLM) -> None:
+    emulator.reply("Lead enregis", finish_length=True)
+    assert (await llm.complete(demo_request())).text == "Lead enregis"
+
+
+async def test_bad_key_is_permanent_and_never_shown(emulator: Any, make_openai: Any) -> None:
+    wrong = "sk-wrong-key-that-must-stay-secret-1234"
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG")
+    llm = make_openai(api_key=wrong)
+    await llm.open()
+    try:
+        with pytest.raises(PermanentError) as caught:
+            await llm.complete(demo_request())
+    finally:
+        await llm.close()
+        logger.remove(sink)
+    assert str(caught.value).startswith("OpenAI rejected the API key for tenant acme")
+    assert emulator.completions()[0].status == 401
+    for text in [str(caught.value), *lines]:
+        assert wrong not in text and wrong[-4:] + "." not in text
+
+
+async def test_unknown_model_is_permanent_and_named(make_openai: Any) -> None:
+    llm = make_openai(model="gpt-x")
+    await llm.open()
+    with pytest.raises(PermanentError, match="model gpt-x not found"):
+        await llm.complete(demo_request())
+    await llm.close()
+
+
+async def test_broken_pairing_is_rejected_as_permanent(llm: OpenAILLM) -> None:
+    orphan = ChatTurn(role=Role.TOOL, content="{}", tool_call_id="call_nowhere")
+    with pytest.raises(PermanentError, match=r"400 .*messages\.\[2\]\.role"):
+        await llm.complete(demo_request(orphan))
+
+
+async def test_429_retried_by_the_sdk_honours_retry_after(emulator: Any, make_openai: Any) -> None:
+    emulator.rate_limit(retry_after=0.4)
+    llm = make_openai(max_retries=2)
+    await llm.open()
+    reply = await llm.complete(demo_request())
+    await llm.close()
+    first, second = emulator.completions()
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 0.4
+    assert second.headers["x-stainless-retry-count"] == "1"
+    assert reply.tool_calls
+
+
+async def test_429_without_sdk_retries_carries_retry_after(emulator: Any, llm: OpenAILLM) -> None:
+    emulator.rate_limit(retry_after=None, retry_after_ms=2500)
+    with pytest.raises(RetryableError) as caught:
+        await llm.complete(demo_request())
+    assert caught.value.retry_after == pytest.approx(2.5)
+    assert "429 rate_limit_exceeded" in str(caught.value)
+
+
+async def test_insufficient_quota_is_permanent(emulator: Any, llm: OpenAILLM) -> None:
+    emulator.rate_limit(quota=True)
+    with pytest.raises(PermanentError, match="quota exhausted for tenant acme"):
+        await llm.complete(demo_request())
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_server_errors_are_retryable(emulator: Any, llm: OpenAILLM, status: int) -> None:
+    emulator.server_error(status)
+    with pytest.raises(RetryableError, match=f"answered {status}"):
+        await llm.complete(demo_request())
+
+
+async def test_slow_server_times_out_as_retryable(emulator: Any, make_openai: Any) -> None:
+    emulator.delay(3.0)
+    llm = make_openai(timeout_s=1)
+    await llm.open()
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match="did not answer within 1s"):
+        await llm.complete(demo_request())
+    assert time.monotonic() - started < 2.5
+    await llm.close()
+
+
+async def test_unreachable_server_is_retryable(make_openai: Any) -> None:
+    llm = make_openai(base_url=f"http://127.0.0.1:{free_port()}/v1")
+    await llm.open()
+    with pytest.raises(RetryableError, match="cannot reach"):
+        await llm.complete(demo_request())
+    assert (await llm.health()).status == HealthStatus.DOWN
+    await llm.close()
+
+
+async def test_health_reports_the_model_availability(make_openai: Any) -> None:
+    cases = [({}, HealthStatus.OK, "available"), ({"model": "gpt-x"}, HealthStatus.DEGRADED, "not listed"),
+             ({"api_key": "sk-bad-key-000"}, HealthStatus.DOWN, "rejected the API key")]
+    for overrides, status, words in cases:
+        llm = make_openai(**overrides)
+        await llm.open()
+        health = await llm.health()
+        await llm.close()
+        assert health.status == status and words in health.reason, (overrides, health)
+
+
+async def test_keyless_server_in_no_auth_mode(emulator: Any, make_openai: Any) -> None:
+    emulator.api_key = None  # Ollama-style: the server ignores the key
+    llm = make_openai(api_key=None, model="llama3.1")
+    await llm.open()
+    reply = await llm.complete(demo_request())
+    assert (await llm.health()).status == HealthStatus.OK
+    await llm.close()
+    assert [c.name for c in reply.tool_calls] == ["upsert_lead"]
+    assert emulator.completions()[0].body["model"] == "llama3.1"
+
+
+def test_config_is_validated_strictly() -> None:
+    config, problems = structure({"model": "gpt-4o-mini", "api_key": "sk-1", "timeout_s": 30}, OpenAIConfig)
+    assert problems == [] and config is not None and config.max_retries == 2
+    _, problems = structure({"model": "m"}, OpenAIConfig, "llm")
+    assert problems and problems[0][0] == "llm.api_key" and "required for OpenAI" in problems[0][1]
+    _, problems = structure({"api_key": "k", "temprature": 1}, OpenAIConfig, "llm")
+    assert problems[0][0] == "llm.temprature" and "unknown key" in problems[0][1]
+    _, problems = structure({"api_key": "k", "temperature": 3}, OpenAIConfig, "llm")
+    assert problems[0][0] == "llm.temperature"
+    _, problems = structure({"api_key": "k", "base_url": "localhost:11434"}, OpenAIConfig, "llm")
+    assert problems[0][0] == "llm.base_url"
+    _, problems = structure({"base_url": "http://localhost:11434/v1"}, OpenAIConfig, "llm")
+    assert problems == []
