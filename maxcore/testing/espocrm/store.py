@@ -1,0 +1,84 @@
+"""The emulator's records: one SQLite table, attribute maps stored as JSON.
+
+Filtering happens in Python (``query.matches``) so that the where semantics stay in one
+place; SQLite gives insertion order, soft deletes and a store the test thread can read
+while the server thread writes (every access holds the lock).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL
+);
+CREATE INDEX records_entity ON records (entity, deleted);
+"""
+
+
+def new_id() -> str:
+    """17 hex characters, the shape of EspoCRM's ids."""
+    return uuid.uuid4().hex[:17]
+
+
+class Store:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self._conn.executescript(_SCHEMA)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM records")
+            self._conn.commit()
+
+    def insert(self, entity: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO records (entity, id, data) VALUES (?, ?, ?)",
+                (entity, data["id"], json.dumps(data)),
+            )
+            self._conn.commit()
+
+    def update(self, entity: str, record_id: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE records SET data = ? WHERE entity = ? AND id = ? AND deleted = 0",
+                (json.dumps(data), entity, record_id),
+            )
+            self._conn.commit()
+
+    def delete(self, entity: str, record_id: str) -> bool:
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE records SET deleted = 1 WHERE entity = ? AND id = ? AND deleted = 0",
+                (entity, record_id),
+            )
+            self._conn.commit()
+            return cursor.rowcount > 0
+
+    def get(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT data FROM records WHERE entity = ? AND id = ? AND deleted = 0",
+                (entity, record_id),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def all(self, entity: str) -> list[tuple[int, dict[str, Any]]]:
+        """``(insertion sequence, attributes)`` of every live record, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, data FROM records WHERE entity = ? AND deleted = 0 ORDER BY seq",
+                (entity,),
+            ).fetchall()
+        return [(int(seq), json.loads(data)) for seq, data in rows]
