@@ -92,6 +92,13 @@ class WebchatChannel(ChannelBase):
         self._outbox: dict[str, collections.deque[dict[str, Any]]] = {}
         self._seq = 0
         self._changed = asyncio.Condition()
+        self._closing = False
+
+    async def close(self) -> None:
+        # Release the long polls so a shutdown does not wait for them to time out.
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
 
     @property
     def secret(self) -> bytes:
@@ -173,7 +180,7 @@ class WebchatChannel(ChannelBase):
             while True:
                 found = [m for m in self._outbox.get(chat_id, ()) if m["seq"] > after]
                 remaining = deadline - time.monotonic()
-                if found or remaining <= 0:
+                if found or remaining <= 0 or self._closing:
                     return found
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
