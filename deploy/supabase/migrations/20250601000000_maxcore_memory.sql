@@ -33,6 +33,7 @@ create table if not exists public.sessions (
 create table if not exists public.max_logs (
     -- The client generates the id so that a retried insert is a no-op (on conflict do nothing).
     id          uuid        not null default gen_random_uuid(),
+    seq         bigint      generated always as identity,   -- insertion order (ties on created_at)
     tenant_id   text        not null check (tenant_id <> ''),
     action      text        not null,
     details     jsonb       not null default '{}'::jsonb,
@@ -41,7 +42,7 @@ create table if not exists public.max_logs (
     created_at  timestamptz not null default now(),
     constraint max_logs_pkey primary key (id)
 );
-create index if not exists max_logs_tenant_created on public.max_logs (tenant_id, created_at, id);
+create index if not exists max_logs_tenant_created on public.max_logs (tenant_id, created_at, seq);
 create index if not exists max_logs_tenant_action on public.max_logs (tenant_id, action, created_at);
 
 create table if not exists public.processed_messages (

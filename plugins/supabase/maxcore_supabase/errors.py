@@ -1,0 +1,51 @@
+"""Supabase/PostgREST failures → maxcore's retryable/permanent errors, without secrets."""
+
+from __future__ import annotations
+
+import httpx
+from postgrest import APIError
+
+from maxcore.errors import MaxcoreError, PermanentError, RetryableError
+from maxcore.logs import redact
+
+# SQLSTATE classes and PostgREST codes that a later attempt can succeed on:
+# connection (08), resources (53), operator intervention/timeouts (57), serialisation
+# and deadlock (40), lock not available (55P03), internal (XX), DB unreachable or pool
+# timeout (PGRST000-003). Bare HTTP statuses come from non-JSON bodies (a proxy's 502).
+_RETRYABLE_PREFIXES = ("08", "53", "57", "40", "55P03", "XX", "PGRST000", "PGRST001", "PGRST002",
+                       "PGRST003")
+_RETRYABLE_STATUSES = {"429", "500", "502", "503", "504", "520", "521", "522", "523", "524"}
+
+
+def is_retryable_code(code: str | None) -> bool:
+    return bool(code) and (code in _RETRYABLE_STATUSES or code.startswith(_RETRYABLE_PREFIXES))
+
+
+def translate(exc: BaseException, what: str) -> MaxcoreError:
+    """The maxcore error for a failed ``what`` (e.g. ``"write to max_logs"``)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableError(f"Supabase {what} timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError):
+        return RetryableError(redact(f"Supabase {what} failed: cannot reach the server "
+                                     f"({type(exc).__name__}: {exc})"))
+    if isinstance(exc, APIError):
+        code = exc.code or ""
+        message = redact(str(exc.message or "")[:300])
+        if is_retryable_code(code):
+            return RetryableError(f"Supabase {what} failed, will retry: {code} {message}".strip())
+        if not code:
+            # The API gateway (bad or missing apikey) answers {message, hint} without a code.
+            return PermanentError(f"Supabase {what} refused: {message or 'unauthorised'}; "
+                                  "check memory.key (and memory.jwt_secret) in the tenant YAML")
+        if code == "42501":
+            hint = "row-level security or grants refused it"
+        elif code.startswith("23"):
+            hint = "a constraint refused the data"
+        elif code in ("PGRST202", "PGRST205", "42P01", "42883"):
+            hint = "are the migrations in deploy/supabase/migrations applied?"
+        elif code.startswith("PGRST3"):
+            hint = "the JWT was refused; check memory.jwt_secret"
+        else:
+            hint = "not retried"
+        return PermanentError(f"Supabase {what} failed: {code} {message} ({hint})")
+    return PermanentError(redact(f"Supabase {what} failed: {type(exc).__name__}: {exc}"))
