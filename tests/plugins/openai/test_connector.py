@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from maxcore_openai import OpenAIConfig, OpenAILLM
 
 from maxcore.config.structure import structure
 from maxcore.errors import PermanentError, RetryableError
+from maxcore.logs import InterceptHandler
 from maxcore.testing import LLMContract
 from maxcore.testing.server import free_port
 from maxcore.types import ChatTurn, HealthStatus, LLMRequest, Role, ToolCall, ToolSpec
@@ -115,10 +117,29 @@ async def test_finish_reason_length_still_returns_the_text(emulator: Any, llm: O
     assert (await llm.complete(demo_request())).text == "Lead enregis"
 
 
-async def test_bad_key_is_permanent_and_never_shown(emulator: Any, make_openai: Any) -> None:
-    wrong = "sk-wrong-key-that-must-stay-secret-1234"
+@pytest.fixture
+def raw_log_lines() -> Iterator[list[str]]:
+    """Every log line, unredacted, including the SDK's own DEBUG logging (headers, retries)."""
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG")
+    sdk_logger, handler = logging.getLogger("openai"), InterceptHandler()
+    level = sdk_logger.level
+    sdk_logger.setLevel(logging.DEBUG)
+    sdk_logger.addHandler(handler)
+    yield lines
+    sdk_logger.removeHandler(handler)
+    sdk_logger.setLevel(level)
+    logger.remove(sink)
+
+
+async def test_keys_never_reach_logs_or_errors(
+    emulator: Any, make_openai: Any, raw_log_lines: list[str]
+) -> None:
+    good = make_openai()
+    await good.open()
+    await good.complete(demo_request())
+    await good.close()
+    wrong = "sk-wrong-key-that-must-stay-secret-1234"
     llm = make_openai(api_key=wrong)
     await llm.open()
     try:
@@ -126,11 +147,11 @@ async def test_bad_key_is_permanent_and_never_shown(emulator: Any, make_openai: 
             await llm.complete(demo_request())
     finally:
         await llm.close()
-        logger.remove(sink)
     assert str(caught.value).startswith("OpenAI rejected the API key for tenant acme")
-    assert emulator.completions()[0].status == 401
-    for text in [str(caught.value), *lines]:
-        assert wrong not in text and wrong[-4:] + "." not in text
+    assert [r.status for r in emulator.completions()] == [200, 401]
+    assert any("HTTP Response: POST 401" in line for line in raw_log_lines)  # the SDK logged, at DEBUG
+    for text in [str(caught.value), *raw_log_lines]:
+        assert wrong not in text and "1234." not in text and API_KEY not in text
 
 
 async def test_unknown_model_is_permanent_and_named(make_openai: Any) -> None:
@@ -166,6 +187,17 @@ async def test_429_without_sdk_retries_carries_retry_after(emulator: Any, llm: O
         await llm.complete(demo_request())
     assert caught.value.retry_after == pytest.approx(2.5)
     assert "429 rate_limit_exceeded" in str(caught.value)
+
+
+async def test_retry_after_beyond_two_minutes_goes_to_the_inbox(emulator: Any, make_openai: Any) -> None:
+    # The SDK does not wait more than 120 s: it gives up at once, and the inbox waits instead.
+    emulator.rate_limit(retry_after=300)
+    llm = make_openai(max_retries=2)
+    await llm.open()
+    with pytest.raises(RetryableError) as caught:
+        await llm.complete(demo_request())
+    await llm.close()
+    assert caught.value.retry_after == 300 and len(emulator.completions()) == 1
 
 
 async def test_insufficient_quota_is_permanent(emulator: Any, llm: OpenAILLM) -> None:
