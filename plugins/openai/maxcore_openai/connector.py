@@ -12,7 +12,8 @@ Tenant YAML::
       token_limit_field: auto             # auto | max_completion_tokens | max_tokens
       timeout_s: 30                       # per request (the SDK's default is 600)
       max_retries: 2                      # the SDK's quick retries, honouring Retry-After
-      organization: org-...               # optional
+      organization: org-...               # optional (OpenAI-Organization header)
+      project: proj_...                   # optional (OpenAI-Project header)
 
 Retries: the SDK retries one request ``max_retries`` times (connection errors, 408,
 409, 429, 5xx), waiting what ``retry-after-ms`` / ``retry-after`` says when it is at
@@ -58,6 +59,7 @@ class OpenAIConfig:
     timeout_s: float = attrs.field(default=30.0, validator=in_range(1, 600))
     max_retries: int = attrs.field(default=2, validator=in_range(0, 10))
     organization: str | None = attrs.field(default=None, validator=non_empty)
+    project: str | None = attrs.field(default=None, validator=non_empty)
 
     def __attrs_post_init__(self) -> None:
         if self.api_key is None and self.base_url is None:
@@ -94,13 +96,19 @@ class OpenAILLM(ConnectorBase):
     async def open(self) -> None:
         if self._client is not None:
             return
-        self._client = openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=self.config.api_key or KEYLESS_PLACEHOLDER,
             base_url=self.config.url,
             organization=self.config.organization,
+            project=self.config.project,
             timeout=self.config.timeout_s,
             max_retries=self.config.max_retries,
         )
+        # Left None, the SDK fills these from OPENAI_ORG_ID / OPENAI_PROJECT_ID: one process
+        # serves many tenants, so only the tenant's own YAML may set them.
+        client.organization = self.config.organization
+        client.project = self.config.project
+        self._client = client
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -255,6 +255,24 @@ async def test_keyless_server_in_no_auth_mode(emulator: Any, make_openai: Any) -
     assert emulator.completions()[0].body["model"] == "llama3.1"
 
 
+async def test_process_environment_does_not_leak_into_tenants(
+    emulator: Any, make_openai: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-of-someone-else")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-of-someone-else")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    emulator.api_key = None  # a keyless server, to see what a keyless tenant sends
+    for overrides in ({"api_key": None}, {"organization": "org-acme", "project": "proj_acme"}):
+        llm = make_openai(**overrides)
+        await llm.open()
+        await llm.complete(demo_request())
+        await llm.close()
+    keyless, configured = (r.headers for r in emulator.completions())
+    assert "openai-organization" not in keyless and "openai-project" not in keyless
+    assert keyless["authorization"] == "Bearer no-key"
+    assert (configured["openai-organization"], configured["openai-project"]) == ("org-acme", "proj_acme")
+
+
 def test_config_is_validated_strictly() -> None:
     config, problems = structure({"model": "gpt-4o-mini", "api_key": "sk-1", "timeout_s": 30}, OpenAIConfig)
     assert problems == [] and config is not None and config.max_retries == 2
