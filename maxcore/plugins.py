@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "webchat": "maxcore.builtin.webchat",
     "console": "maxcore.builtin.console",
     "core_tools": "maxcore.tools.builtin",
+    "memory_cli": "maxcore.builtin.memory_commands",
     "inbox_cli": "maxcore.builtin.inbox_commands",
     "usage": "maxcore.builtin.usage_command",
     "doctor": "maxcore.builtin.doctor_command",
