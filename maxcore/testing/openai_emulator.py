@@ -154,9 +154,13 @@ class OpenAIEmulator:
         self.add_fault(Fault(malformed=True), times)
 
     def reply(self, content: str | None = None, tool_calls: Sequence[tuple[str, str]] = (),
-              *, finish_length: bool = False) -> None:
-        """Script the next answer (parallel calls: several ``(name, arguments_text)``)."""
-        self.add_fault(Fault(reply={"content": content, "tool_calls": [list(c) for c in tool_calls]},
+              *, finish_length: bool = False, raw_tool_calls: Sequence[dict[str, Any]] = ()) -> None:
+        """Script the next answer (parallel calls: several ``(name, arguments_text)``).
+
+        ``raw_tool_calls`` are appended verbatim, e.g. a ``{"type": "custom", ...}`` call.
+        """
+        self.add_fault(Fault(reply={"content": content, "tool_calls": [list(c) for c in tool_calls],
+                                    "raw_tool_calls": list(raw_tool_calls)},
                              finish_length=finish_length))
 
     def reset(self) -> None:
@@ -233,6 +237,8 @@ class OpenAIEmulator:
              "function": {"name": name, "arguments": args}}
             for name, args in calls
         ]
+        if fault is not None and fault.reply is not None:
+            tool_calls.extend(fault.reply.get("raw_tool_calls") or [])
         finish = "tool_calls" if tool_calls else "stop"
         if fault is not None and fault.finish_length:
             finish = "length"

@@ -105,6 +105,13 @@ async def test_parallel_calls_and_text_answers(emulator: Any, llm: OpenAILLM) ->
     assert reply.text == "Bonjour !" and reply.tool_calls == ()
 
 
+async def test_only_function_calls_are_used(emulator: Any, llm: OpenAILLM) -> None:
+    custom = {"id": "call_custom_1", "type": "custom", "custom": {"name": "grammar", "input": "x"}}
+    emulator.reply(None, [("search_leads", '{"query": "Jean"}')], raw_tool_calls=[custom])
+    reply = await llm.complete(demo_request())
+    assert [c.name for c in reply.tool_calls] == ["search_leads"]
+
+
 async def test_malformed_arguments_are_passed_through_raw(emulator: Any, llm: OpenAILLM) -> None:
     emulator.malformed_arguments()
     [call] = (await llm.complete(demo_request())).tool_calls
