@@ -68,6 +68,8 @@ class EspoEmulator:
         self.assignable_ids: set[str] = set()
         self.user_names: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
+        # (method, path, decoded query pairs) of every API request, for assertions.
+        self.queries: list[tuple[str, str, list[tuple[str, str]]]] = []
         self._faults: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self.server: ServerThread | None = None
@@ -128,6 +130,7 @@ class EspoEmulator:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+            self.queries.clear()
 
     def fail_next(self, status: int, count: int = 1, reason: str = "") -> None:
         with self._lock:
@@ -158,6 +161,8 @@ class EspoEmulator:
         """Log, injected faults, authentication: a user, or the response to give."""
         with self._lock:
             self.requests.append((request.method, request.url.path))
+            self.queries.append((request.method, request.url.path,
+                                 list(request.query_params.multi_items())))
             fault = self._faults.pop(0) if self._faults else None
         if fault is not None:
             return _error(fault[0], fault[1])
