@@ -24,6 +24,10 @@ MAX_MESSAGE_CHARS = 20_000
 MAX_RETRY_AFTER_S = 30.0
 
 
+class InstanceStarting(RetryableError):
+    """The instance is (re)booting: retried later by the inbox, not in a tight loop here."""
+
+
 class GreenApiClient:
     """Calls one instance's REST API. Open once, share, close on shutdown."""
 
@@ -88,8 +92,8 @@ class GreenApiClient:
             )
         if status == 400 and "starting" in lowered:
             # "instance in starting process try later": transient by the docs' own words.
-            return RetryableError(f"the Green-API instance {instance} is starting; try later",
-                                  retry_after=10.0)
+            return InstanceStarting(f"the Green-API instance {instance} is starting; try later",
+                                    retry_after=10.0)
         if status == 400:
             return PermanentError(f"Green-API rejected {method} as invalid (400): {snippet}")
         if status == 401:
@@ -121,7 +125,7 @@ class GreenApiClient:
                 answer = await self.call("POST", "sendMessage", json_body=payload)
                 return answer.get("idMessage") if isinstance(answer, dict) else None
             except RetryableError as exc:
-                if attempt >= attempts:
+                if attempt >= attempts or isinstance(exc, InstanceStarting):
                     raise
                 delay = _backoff(attempt, self.config.backoff_initial_ms / 1000, exc.retry_after)
                 logger.bind(tenant=self.tenant).warning(
