@@ -34,16 +34,36 @@ from greenapi_support import (
 LOG_LINES: list[str] = []
 
 
+def _leaks(lines: list[str]) -> list[str]:
+    return [line for line in lines if any(token in line for token in TOKENS)]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_token_in_logs() -> Iterator[list[str]]:
-    """Collect every log record of the run (message and traceback) and check for tokens."""
-    sink = logger.add(lambda m: LOG_LINES.append(str(m)), level="TRACE",
-                      format="{level} {message} {extra}\n{exception}", backtrace=True, diagnose=False)
+    """At the end of the run: no captured record holds a token, and records were captured."""
     yield LOG_LINES
-    logger.remove(sink)
-    leaked = [line for line in LOG_LINES if any(token in line for token in TOKENS)]
+    leaked = _leaks(LOG_LINES)
     assert not leaked, f"a token appeared in {len(leaked)} log record(s): {leaked[0][:300]}"
     assert LOG_LINES, "no log record was captured: the leak check would prove nothing"
+
+
+@pytest.fixture(autouse=True)
+def captured_logs(no_token_in_logs: list[str]) -> Iterator[list[str]]:
+    """Every loguru record of the test, raw (before the redacting sinks), with tracebacks.
+
+    Added per test: other suites reconfigure loguru (``logger.remove()``) between tests.
+    """
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="TRACE", format="{level} {message} {extra}\n{exception}",
+                      backtrace=True, diagnose=False)
+    yield lines
+    try:
+        logger.remove(sink)
+    except ValueError:
+        pass  # removed by the code under test (setup_logging)
+    no_token_in_logs.extend(str(line) for line in lines)
+    leaked = _leaks([str(line) for line in lines])
+    assert not leaked, f"a token appeared in the log: {leaked[0][:300]}"
 
 
 @pytest.fixture(scope="module")
