@@ -52,9 +52,14 @@ class Pipeline:
         self.hooks = hooks
 
     async def process(self, message: InboundMessage) -> PipelineResult:
+        if message.tenant != self.tenant.id:
+            raise ValueError(f"message for tenant {message.tenant!r} sent to {self.tenant.id!r}")
+        # Lines logged by connectors while this message is processed carry its ids too.
+        with logger.contextualize(tenant=message.tenant, message_id=message.message_id):
+            return await self._process(message)
+
+    async def _process(self, message: InboundMessage) -> PipelineResult:
         tenant = self.tenant
-        if message.tenant != tenant.id:
-            raise ValueError(f"message for tenant {message.tenant!r} sent to {tenant.id!r}")
         log = logger.bind(tenant=tenant.id, message_id=message.message_id)
         assistant = tenant.config.assistant
         context = tenant.context

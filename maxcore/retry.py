@@ -23,12 +23,21 @@ def is_retryable(exc: BaseException) -> bool:
     return True
 
 
+# An upstream asking for more than this is not waited for in full: the message is
+# retried then, and the upstream may ask again.
+RETRY_AFTER_CEILING_S = 3600.0
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float, retry_after: float | None) -> float:
-    """Full-jitter exponential delay for ``attempt`` (1-based), at least ``retry_after``."""
+    """Full-jitter exponential delay for ``attempt`` (1-based), at least ``retry_after``.
+
+    ``maximum`` caps the exponential part only: the upstream's Retry-After is honoured
+    even when longer (up to an hour).
+    """
     wait = wait_random_exponential(multiplier=initial, max=maximum)
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = attempt
     delay = float(wait(state))
     if retry_after is not None:
-        delay = max(delay, min(retry_after, maximum if maximum > 0 else retry_after))
+        delay = max(delay, min(retry_after, RETRY_AFTER_CEILING_S))
     return delay
