@@ -1,0 +1,233 @@
+"""backup.sh / restore.sh, the shipped scripts, against a real throwaway MariaDB.
+
+COMPOSE points at bin/fake-compose, which runs ``exec <service> <cmd>`` on this machine:
+the mariadb "service" is a local mariadbd (its client my.cnf found through MYSQL_HOME,
+its credentials in the environment as the container has them), the volumes are temp
+directories named by ESPOCRM_HTML_DIR / MAXCORE_DATA_PATH / MAXCORE_CONFIG_PATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from .conftest import DEPLOY, require_binary
+from .mariadb_server import DATABASE, MariaDB, start_mariadb
+
+SCRIPTS = DEPLOY / "scripts"
+FAKE_COMPOSE = Path(__file__).parent / "bin" / "fake-compose"
+
+
+@pytest.fixture(scope="module")
+def mariadb() -> Iterator[MariaDB]:
+    require_binary("mariadb-dump")
+    server = start_mariadb(require_binary("mariadbd", "mysqld"), require_binary("mariadb-install-db"))
+    yield server
+    server.stop()
+
+
+@attrs.define
+class Stack:
+    root: Path
+    db: MariaDB
+    html: Path
+    data: Path
+    config: Path
+    backups: Path
+    compose_log: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, **self.db.env(), "COMPOSE": str(FAKE_COMPOSE),
+                "FAKE_COMPOSE_LOG": str(self.compose_log), "ESPOCRM_HTML_DIR": str(self.html),
+                "MAXCORE_DATA_PATH": str(self.data), "MAXCORE_CONFIG_PATH": str(self.config),
+                "ENV_FILE": str(self.root / "env.production"), **extra}
+
+    def run(self, script: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(SCRIPTS / script), *args], env=self.env(**extra),
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def backup(self, *args: str) -> Path:
+        result = self.run("backup.sh", "--dest", str(self.backups), *args)
+        assert result.returncode == 0, result.stderr
+        return Path(result.stdout.strip().splitlines()[-1])
+
+    def calls(self) -> list[str]:
+        return self.compose_log.read_text().splitlines() if self.compose_log.exists() else []
+
+
+def seed_database(db: MariaDB) -> None:
+    db.sql(f"DROP DATABASE IF EXISTS {DATABASE}")
+    db.sql(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4")
+    db.sql("CREATE TABLE lead (id VARCHAR(17) PRIMARY KEY, name VARCHAR(100), phone VARCHAR(36), "
+           "tenant_id VARCHAR(64), photo BLOB, created_at DATETIME, KEY (tenant_id))", DATABASE)
+    db.sql("CREATE TABLE diagnostic_i_a (id INT AUTO_INCREMENT PRIMARY KEY, lead_id VARCHAR(17), "
+           "score DECIMAL(5,2), notes TEXT)", DATABASE)
+    rows = ",".join(
+        f"('l{i:05d}', 'Zoë Müller-{i} l''Étoile', '+3361234{i:04d}', 'tenant{i % 3}', "
+        f"UNHEX('{hashlib.sha256(str(i).encode()).hexdigest()}'), '2026-01-{1 + i % 28:02d} 10:00:00')"
+        for i in range(600)
+    )
+    db.sql(f"INSERT INTO lead VALUES {rows}", DATABASE)
+    db.sql("INSERT INTO diagnostic_i_a (lead_id, score, notes) SELECT id, 42.5, CONCAT('note ', name) "
+           "FROM lead WHERE tenant_id = 'tenant1'", DATABASE)
+
+
+def snapshot(db: MariaDB) -> dict[str, tuple[str, str]]:
+    tables = db.sql(f"SELECT table_name FROM information_schema.tables WHERE table_schema='{DATABASE}' "
+                    "ORDER BY table_name").split()
+    out = {}
+    for table in tables:
+        count = db.sql(f"SELECT COUNT(*) FROM {table}", DATABASE).strip()
+        checksum = db.sql(f"CHECKSUM TABLE {table} EXTENDED", DATABASE).split()[-1]
+        out[table] = (count, checksum)
+    return out
+
+
+def tree(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def stack(mariadb: MariaDB, tmp_path: Path) -> Stack:
+    seed_database(mariadb)
+    s = Stack(tmp_path, mariadb, tmp_path / "html", tmp_path / "data", tmp_path / "config",
+              tmp_path / "backups", tmp_path / "compose.log")
+    (s.html / "data" / "upload").mkdir(parents=True)
+    (s.html / "data" / "config.php").write_text("<?php return ['siteUrl' => 'https://crm.test'];\n")
+    (s.html / "data" / "upload" / "a1b2").write_bytes(os.urandom(4096))
+    (s.html / "custom" / "Espo" / "Custom").mkdir(parents=True)
+    (s.html / "custom" / "Espo" / "Custom" / "x.json").write_text('{"fields": {}}')
+    s.data.mkdir()
+    (s.data / "inbox.sqlite3").write_bytes(os.urandom(8192))
+    (s.config / "tenants").mkdir(parents=True)
+    (s.config / "maxcore.yaml").write_text("server:\n  port: 3005\n")
+    (s.config / "tenants" / "acme.yaml").write_text("tenant: acme\n")
+    return s
+
+
+def test_backup_then_restore_round_trips_database_and_volumes(stack: Stack) -> None:
+    before_db, before_html, before_data = snapshot(stack.db), tree(stack.html), tree(stack.data)
+    assert before_db["lead"][0] == "600" and before_db["diagnostic_i_a"][0] == "200"
+    backup = stack.backup()
+    assert backup.name.startswith("maxcore-") and backup.parent == stack.backups
+    assert sorted(p.name for p in backup.iterdir()) == sorted(
+        ["mariadb.sql.gz", "espocrm-html.tar.gz", "maxcore-data.tar.gz", "maxcore-config.tar.gz",
+         "MANIFEST", "SHA256SUMS"])
+    assert oct(backup.stat().st_mode & 0o777) == "0o700"
+
+    # Damage everything the backup holds.
+    stack.db.sql("DELETE FROM lead WHERE tenant_id = 'tenant2'", DATABASE)
+    stack.db.sql("DROP TABLE diagnostic_i_a", DATABASE)
+    stack.db.sql("CREATE TABLE junk (id INT)", DATABASE)
+    (stack.html / "data" / "config.php").write_text("broken")
+    (stack.html / "stray.txt").write_text("not in the backup")
+    (stack.data / "inbox.sqlite3").unlink()
+
+    refused = stack.run("restore.sh", str(backup))
+    assert refused.returncode != 0
+    assert "--force" in refused.stderr and "table(s)" in refused.stderr
+    assert "junk" in snapshot(stack.db)  # nothing was touched
+
+    restored = stack.run("restore.sh", "--force", str(backup))
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(stack.db) == before_db
+    assert tree(stack.html) == before_html
+    assert tree(stack.data) == before_data
+    calls = stack.calls()
+    assert calls.index("stop nginx") < calls.index("restart espocrm espocrm-daemon maxcore")
+    assert calls[-1] == "start nginx"
+
+
+def test_restore_into_an_empty_stack_needs_no_force(stack: Stack) -> None:
+    before = snapshot(stack.db)
+    backup = stack.backup()
+    stack.db.sql(f"DROP DATABASE {DATABASE}")
+    stack.db.sql(f"CREATE DATABASE {DATABASE}")
+    for path in (stack.html, stack.data):
+        subprocess.run(["find", str(path), "-mindepth", "1", "-delete"], check=True)
+    result = stack.run("restore.sh", str(backup))
+    assert result.returncode == 0, result.stderr
+    assert snapshot(stack.db) == before
+
+
+def test_corrupted_archive_is_refused_before_anything_changes(stack: Stack) -> None:
+    backup = stack.backup()
+    stack.db.sql("CREATE TABLE after_backup (id INT)", DATABASE)
+    archive = backup / "espocrm-html.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    stack.compose_log.unlink(missing_ok=True)
+
+    result = stack.run("restore.sh", "--force", str(backup))
+    assert result.returncode != 0
+    assert "checksum mismatch" in result.stderr
+    assert "after_backup" in snapshot(stack.db)
+    assert stack.calls() == []  # not even nginx was stopped
+
+    (backup / "SHA256SUMS").unlink()
+    result = stack.run("restore.sh", "--force", str(backup))
+    assert result.returncode != 0 and "SHA256SUMS is missing" in result.stderr
+
+
+def test_truncated_dump_cannot_pass_for_a_backup(stack: Stack) -> None:
+    backup = stack.backup()
+    dump = backup / "mariadb.sql.gz"
+    dump.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+    result = stack.run("restore.sh", "--verify-only", str(backup))
+    assert result.returncode != 0 and "checksum mismatch" in result.stderr
+
+
+def test_failed_backup_exits_non_zero_and_leaves_nothing(stack: Stack) -> None:
+    result = stack.run("backup.sh", "--dest", str(stack.backups),
+                       FAKE_COMPOSE_FAIL=f"tar -C {stack.data}")
+    assert result.returncode != 0
+    assert "backup failed" in result.stderr
+    assert list(stack.backups.iterdir()) == []
+
+    # A database that refuses the dump (wrong password) is a failure too, not an empty file.
+    result = stack.run("backup.sh", "--dest", str(stack.backups), MARIADB_ROOT_PASSWORD="wrong")
+    assert result.returncode != 0
+    assert list(stack.backups.iterdir()) == []
+
+
+def test_rotation_by_count_and_by_age(stack: Stack) -> None:
+    stack.backups.mkdir()
+    for stamp in ("20250101T000000Z", "20250201T000000Z", "20250301T000000Z"):
+        (stack.backups / f"maxcore-{stamp}").mkdir()
+    (stack.backups / "unrelated").mkdir()
+    newest = stack.backup("--keep", "2", "--max-age", "0")
+    assert sorted(p.name for p in stack.backups.iterdir()) == sorted(
+        ["maxcore-20250301T000000Z", newest.name, "unrelated"])
+
+    old = stack.backups / "maxcore-20250301T000000Z"
+    forty_days_ago = old.stat().st_mtime - 40 * 86400
+    os.utime(old, (forty_days_ago, forty_days_ago))
+    latest = stack.backup("--keep", "0", "--max-age", "30")
+    assert sorted(p.name for p in stack.backups.iterdir()) == sorted(
+        {newest.name, latest.name, "unrelated"})
+
+
+def test_dry_run_and_help_change_nothing(stack: Stack) -> None:
+    before = snapshot(stack.db)
+    result = stack.run("backup.sh", "--dest", str(stack.backups), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would run:" in result.stderr and "mariadb-dump" in result.stderr
+    assert not stack.backups.exists()
+    backup = stack.backup()
+    result = stack.run("restore.sh", "--dry-run", str(backup))
+    assert result.returncode == 0, result.stderr
+    assert "would run:" in result.stderr
+    assert snapshot(stack.db) == before
+    for script in ("backup.sh", "restore.sh", "deploy.sh"):
+        result = stack.run(script, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout and "--dry-run" in result.stdout
+        result = stack.run(script, "--bogus")
+        assert result.returncode != 0 and "unknown" in result.stderr
