@@ -129,6 +129,12 @@ class PostgrestEmulator:
     def delay_next(self, seconds: float, count: int = 1) -> None:
         self._faults.extend(_Fault(delay=seconds) for _ in range(count))
 
+    def reset(self) -> None:
+        """Drop pending faults and forget the request log and guard violations."""
+        self._faults.clear()
+        self.requests.clear()
+        self.violations.clear()
+
     def reload_schema(self) -> None:
         """Forget the schema cache (PostgREST's ``NOTIFY pgrst, 'reload schema'``)."""
         self._tables = None

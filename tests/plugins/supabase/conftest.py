@@ -43,9 +43,7 @@ def emulator(session_emulator: PostgrestEmulator, supabase_db: str) -> Postgrest
 
     with psycopg.connect(supabase_db, autocommit=True) as conn:
         conn.execute("TRUNCATE " + ", ".join(f"public.{t}" for t in TABLES))
-    session_emulator.requests.clear()
-    session_emulator.violations.clear()
-    session_emulator._faults.clear()
+    session_emulator.reset()
     return session_emulator
 
 
