@@ -48,7 +48,7 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _tenant_channel_config(config_dir: Path, tenant_id: str) -> GreenApiConfig:
+def _tenant_channel_config(config_dir: Path, tenant_id: str) -> tuple[GreenApiConfig, str | None]:
     from maxcore.plugins import load_plugins
 
     load_dotenv_files(config_dir)
@@ -68,7 +68,7 @@ def _tenant_channel_config(config_dir: Path, tenant_id: str) -> GreenApiConfig:
     REDACTOR.add(config.api_token)
     if config.webhook_token:
         REDACTOR.add(config.webhook_token)
-    return config
+    return config, loaded.main.server.public_url
 
 
 @click.group("greenapi")
@@ -81,13 +81,16 @@ def greenapi() -> None:
               default="./config", envvar="MAXCORE_CONFIG", show_default=True)
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id (its YAML 'tenant:').")
 @click.option("--public-url", default=None,
-              help="Public https URL of this server; the webhook is URL/webhooks/greenapi.")
+              help="Public https URL of this server (default: server.public_url in maxcore.yaml); "
+                   "the webhook is URL/webhooks/greenapi.")
 def setup(config_dir: Path, tenant_id: str, public_url: str | None) -> None:
     """Configure the tenant's instance (setSettings): webhook URL, token and flags."""
-    config = _tenant_channel_config(config_dir, tenant_id)
+    config, configured_url = _tenant_channel_config(config_dir, tenant_id)
+    public_url = public_url or configured_url
     if config.mode == "webhook":
         if not public_url:
-            _fail("--public-url is required in webhook mode (e.g. https://crm.example.com)")
+            _fail("--public-url is required in webhook mode (e.g. https://crm.example.com), "
+                  "or set server.public_url in maxcore.yaml")
         assert public_url is not None
         if not public_url.startswith(("https://", "http://")):
             _fail(f"--public-url must start with https:// (got {public_url!r})")

@@ -192,3 +192,16 @@ def test_config_accepts_env_strings_and_instance_hosts() -> None:
     assert problems == [] and config is not None
     assert config.instance_id == "7105000001" and config.api_url == "https://7105.api.greenapi.com"
     assert config.ignore_groups is True and config.webhook_token is None
+
+
+async def test_upstream_timeout_is_retried(make_channel: Callable[..., GreenApiChannel],
+                                           emulator: GreenApiEmulator) -> None:
+    """A hung upstream (no answer within timeout_s) counts as a transport failure."""
+    channel = make_channel(timeout_s=1)
+    emulator.fail("sendMessage", status=502, delay_s=1.5, times=1)
+    await channel.open()
+    try:
+        await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
+    finally:
+        await channel.close()
+    assert len(emulator.instances[INSTANCE].sent) == 1
