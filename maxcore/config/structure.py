@@ -110,7 +110,8 @@ def _walk(exc: BaseException, path: str, cls: Any) -> Any:
     elif isinstance(exc, FieldValueError):
         yield join(path, exc.field), str(exc)
     elif isinstance(exc, KeyError):
-        yield join(path, str(exc.args[0]) if exc.args else "?"), "required key is missing"
+        # cattrs reports a missing attribute under a note that already names it.
+        yield path, "required key is missing"
     elif isinstance(exc, TypeError | ValueError):
         text = str(exc)
         if "has no attribute 'keys'" in text or "object is not iterable" in text:

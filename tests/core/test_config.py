@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
 from maxcore import cli as cli_module
+from maxcore import hookimpl
 from maxcore.config import load_config
-from maxcore.plugins import load_plugins
+from maxcore.plugins import PluginSet, load_plugins
 from maxcore.testing.harness import write_config
 
 PLUGINS = load_plugins()
@@ -154,3 +156,19 @@ def test_serve_refuses_to_start_on_invalid_config(tmp_path):
 @pytest.mark.parametrize("missing", ["nowhere"])
 def test_missing_config_directory(tmp_path, missing):
     assert problems(tmp_path / missing) == [f"{tmp_path / missing}: configuration directory does not exist"]
+
+
+def test_missing_required_key_is_named_once(tmp_path):
+    @attrs.frozen
+    class NeedsKey:
+        api_key: str
+
+    class Plugin:
+        @hookimpl
+        def register_llms(self):
+            return [type("Keyed", (), {"name": "keyed", "Config": NeedsKey})]
+
+    config = write_config(tmp_path, tenant("tenant: acme\nllm: {type: keyed}\n"))
+    plugins = PluginSet().load(extra=[("needs_key", Plugin())])
+    found = [str(p) for p in load_config(config, plugins, env={}).problems]
+    assert found == ["tenants/acme.yaml: llm.api_key: required key is missing"]
