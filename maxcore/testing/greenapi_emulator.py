@@ -115,6 +115,18 @@ class GreenApiEmulator:
         ])
 
     # -- test-side API ----------------------------------------------------------------
+    def reset(self, rate_limits: dict[str, int] | None = None) -> None:
+        """Forget instances, faults and rate windows (one served emulator, many tests)."""
+        with self._lock:
+            self.instances.clear()
+            self._faults.clear()
+            self._windows.clear()
+            self.rate_limits = dict(RATE_LIMITS if rate_limits is None else rate_limits)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def add_instance(self, instance_id: int, api_token: str, webhook_token: str = "",
                      state: str = "authorized") -> Instance:
         instance = Instance(int(instance_id), api_token, webhook_token, state)

@@ -76,10 +76,7 @@ def served() -> Iterator[tuple[GreenApiEmulator, str]]:
 @pytest.fixture
 def emulator(served: tuple[GreenApiEmulator, str]) -> GreenApiEmulator:
     emulator, _url = served
-    emulator.instances.clear()
-    emulator._faults.clear()
-    emulator._windows.clear()
-    emulator.rate_limits = {"getStateInstance": 1, "setSettings": 1, "sendMessage": 50}
+    emulator.reset(rate_limits={"getStateInstance": 1, "setSettings": 1, "sendMessage": 50})
     emulator.add_instance(INSTANCE, API_TOKEN, WEBHOOK_TOKEN)
     emulator.add_instance(OTHER_INSTANCE, OTHER_API_TOKEN, OTHER_WEBHOOK_TOKEN)
     return emulator

@@ -160,3 +160,20 @@ async def test_through_the_server(
         assert "deleted" in vetoed[0].details["reason"]
     else:
         assert sent == [] and response.json()["accepted"] == 0
+
+
+async def test_unhandled_message_type_is_ignored(make_channel: Callable[..., GreenApiChannel]) -> None:
+    body = load_fixture("incoming_text.json")
+    body["messageData"] = {"typeMessage": "pollMessage", "pollMessageData": {"name": "?", "options": []}}
+    assert await make_channel().parse_webhook(request_for(body)) == []
+
+
+async def test_unreadable_and_too_big_markers(make_channel: Callable[..., GreenApiChannel]) -> None:
+    body = load_fixture("incoming_swe001.json")
+    body["messageData"]["textMessageData"]["textMessage"] = "{{SWE003}}"
+    [unreadable] = await make_channel().parse_webhook(request_for(body))
+    assert unreadable.metadata["marker"] == "SWE003"
+    image = load_fixture("incoming_image_caption.json")
+    image["messageData"]["fileMessageData"]["downloadUrl"] = "{{SWE002}}"
+    [big] = await make_channel().parse_webhook(request_for(image))
+    assert big.metadata["greenapi_action"] == "resend_prompt" and big.metadata["marker"] == "SWE002"

@@ -63,7 +63,7 @@ async def test_crash_between_inbox_and_delete(
         await emulator.wait_for(lambda: "deleteNotification" in instance.calls and len(instance.sent) == 1)
         await r.settle()
     assert receipt not in instance.deleted and instance.queue  # still upstream, as after a crash
-    emulator._faults.clear()
+    emulator.clear_faults()
     async with running(config_dir) as r:
         await emulator.wait_for(lambda: receipt in instance.deleted)
         await r.settle()
