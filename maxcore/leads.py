@@ -22,7 +22,7 @@ from .types import Lead
 STATUS_OPTIONS = ("New", "Assigned", "In Process", "Converted", "Recycled", "Dead")
 SOURCE_OPTIONS = (
     "Call", "Email", "Existing Customer", "Partner", "Public Relations", "Web Site",
-    "Campaign", "WhatsApp", "Other",
+    "Campaign", "Other", "WhatsApp",
 )
 INDUSTRY_OPTIONS = (
     "Advertising", "Aerospace", "Agriculture", "Apparel & Accessories", "Architecture",
