@@ -281,7 +281,8 @@ class WorkScheduler:
             # Only what is being handled now finishes; the backlog waits in the store.
             self._stopping = True
             try:
-                await asyncio.wait_for(self._quiet.wait(), grace)
+                if self._in_flight:
+                    await asyncio.wait_for(self._quiet.wait(), grace)
             except TimeoutError:
                 logger.warning("[PIPELINE] {} message(s) still running after {}s; they will be "
                                "resumed on the next start", self._in_flight, grace)
