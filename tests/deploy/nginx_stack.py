@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from .conftest import DEPLOY
+from .conftest import DEPLOY, free_port
 
 NGINX_DIR = DEPLOY / "nginx"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -50,6 +50,7 @@ class Nginx:
     prefix: Path
     http_port: int
     https_port: int
+    health_port: int
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +72,7 @@ class Nginx:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"nginx exited at start: {err}\n{self.error_log()}")
-            if all(_port_open(p) for p in (self.http_port, self.https_port)):
+            if all(_port_open(p) for p in (self.http_port, self.https_port, self.health_port)):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"nginx did not listen within {timeout}s: {self.error_log()}")
@@ -102,8 +103,13 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def relocate(text: str, prefix: Path, http_port: int, https_port: int) -> str:
+HEALTH_LISTEN = "127.0.0.1:8081"
+
+
+def relocate(text: str, prefix: Path, http_port: int, https_port: int, health_port: int = 0) -> str:
     text = text.replace("/etc/nginx/", f"{prefix}/")
+    if health_port:
+        text = text.replace(HEALTH_LISTEN, f"127.0.0.1:{health_port}")
     text = text.replace("/var/log/nginx/", f"{prefix}/logs/")
     text = text.replace("/var/run/nginx.pid", f"{prefix}/nginx.pid")
     text = re.sub(r"\blisten 80\b", f"listen 127.0.0.1:{http_port}", text)
@@ -134,12 +140,13 @@ def render(binary: str, prefix: Path, env: Mapping[str, str], http_port: int, ht
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy("/etc/nginx/mime.types", prefix / "mime.types")
     make_certificate(prefix / "ssl", hosts)
+    health_port = free_port()
     (prefix / "nginx.conf").write_text(
-        relocate((NGINX_DIR / "nginx.conf").read_text(), prefix, http_port, https_port))
+        relocate((NGINX_DIR / "nginx.conf").read_text(), prefix, http_port, https_port, health_port))
     for snippet in (NGINX_DIR / "snippets").glob("*.conf"):
         (prefix / "snippets" / snippet.name).write_text(
             relocate(snippet.read_text(), prefix, http_port, https_port))
     for template in (NGINX_DIR / "templates").glob("*.conf.template"):
         out = prefix / "conf.d" / template.name.removesuffix(".template")
         out.write_text(relocate(envsubst(template.read_text(), env), prefix, http_port, https_port))
-    return Nginx(binary, prefix, http_port, https_port)
+    return Nginx(binary, prefix, http_port, https_port, health_port)

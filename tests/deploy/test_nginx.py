@@ -188,6 +188,11 @@ def test_unknown_host_gets_no_certificate(nginx: Nginx) -> None:
         handshake(nginx, ssl.TLSVersion.TLSv1_3, host="other.test")
 
 
+def test_container_healthcheck_endpoint_answers_on_loopback(nginx: Nginx) -> None:
+    response = httpx.get(f"http://127.0.0.1:{nginx.health_port}/healthz", timeout=5)
+    assert response.status_code == 200 and response.text == "ok\n"
+
+
 def test_http_redirects_to_https(nginx: Nginx) -> None:
     for host in (API, CRM):
         response = httpx.get(f"http://127.0.0.1:{nginx.http_port}/webhooks/greenapi?x=1",
