@@ -183,3 +183,35 @@ async def test_full_inbox_answers_503_with_retry_after(make_config: Callable[...
         await r.settle()
         assert (await post(r.client, token, "bonjour 2", "m-2")).status_code == 200
         await r.settle()
+
+
+async def test_tenant_messages_per_minute_from_yaml_defers_processing(
+    make_config: Callable[..., Path],
+) -> None:
+    path = config(make_config)
+    tenant = path / "tenants" / "acme.yaml"
+    tenant.write_text(tenant.read_text() + "\nlimits: {messages_per_minute: 1}\n")
+    async with running(path) as r:
+        assert r.runtime.messages_per_minute("acme") == 1
+        token = await session(r.client)
+        for n in range(2):
+            assert (await post(r.client, token, f"bonjour {n}", f"m-{n}")).status_code == 200
+        # Bounded wait for the first reply (the only observable event), then the second must wait.
+        for _ in range(200):
+            if await replies(r.runtime):
+                break
+            await asyncio.sleep(0.02)
+        assert await replies(r.runtime) == ["m-0"]
+        assert not await r.runtime.inbox.drain(0.3)
+        assert r.runtime.inbox.stats()["pending"] == 1
+
+
+def test_inbox_settings_are_validated(make_config: Callable[..., Path]) -> None:
+    from maxcore.config import load_config
+    from maxcore.plugins import load_plugins
+
+    path = make_config("acme", main="inbox: {type: redis, synchronous: sometimes, workers: 0}\n")
+    problems = sorted(str(p) for p in load_config(path, load_plugins()).problems)
+    assert any("inbox.type" in p and "sqlite, memory" in p for p in problems), problems
+    default = make_config("acme")
+    assert load_config(default, load_plugins()).main.inbox.type == "sqlite"
