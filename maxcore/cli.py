@@ -124,11 +124,15 @@ def plugins_command(as_json: bool) -> None:
         provides = [f"{kind}: {', '.join(names)}" for kind, names in sorted(info.connectors.items())]
         if info.tools:
             provides.append(f"tools: {', '.join(info.tools)}")
+        if info.commands:
+            provides.append(f"commands: {', '.join(info.commands)}")
         others = [h for h in info.hooks if not h.startswith("register_")]
+        if "register_routes" in info.hooks:
+            provides.append("http routes")
         if others:
             provides.append(f"hooks: {', '.join(others)}")
         version = f" {info.version}" if info.version else ""
-        click.echo(f"✓ {info.name}{version} ({origin}) — {'; '.join(provides) or 'no connectors'}")
+        click.echo(f"✓ {info.name}{version} ({origin}) — {'; '.join(provides) or 'nothing registered'}")
 
 
 @cli.command()

@@ -63,6 +63,7 @@ class PluginInfo:
     error: str | None = None
     connectors: dict[str, list[str]] = attrs.field(factory=dict)
     tools: list[str] = attrs.field(factory=list)
+    commands: list[str] = attrs.field(factory=list)
     hooks: list[str] = attrs.field(factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +113,15 @@ class Hooks:
 
     def register_commands(self, cli: click.Group) -> None:
         self._pm.hook.register_commands(cli=cli)
+
+    def commands_by_plugin(self) -> list[tuple[str, list[str]]]:
+        """Which top-level commands each plugin adds (for ``maxcore plugins``)."""
+        out: list[tuple[str, list[str]]] = []
+        for impl in self._impls("register_commands"):
+            group = click.Group()
+            impl.function(cli=group)
+            out.append((impl.plugin_name, sorted(group.commands)))
+        return out
 
     def register_routes(self) -> list[Any]:
         routes: list[Any] = []
@@ -271,6 +281,9 @@ class PluginSet:
                     self.connectors[kind][cls.name] = cls
                     if plugin_name in self.infos:
                         self.infos[plugin_name].connectors.setdefault(kind, []).append(cls.name)
+        for plugin_name, commands in self.hooks.commands_by_plugin():
+            if plugin_name in self.infos:
+                self.infos[plugin_name].commands = commands
         for plugin_name, tools in self.hooks.register_tools():
             for tool in tools:
                 if tool.name in self.tools:
