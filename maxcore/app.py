@@ -7,6 +7,7 @@ every tenant's connectors, starts the inbox workers) and stops it on shutdown.
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,8 +51,17 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 async def health(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    report = await runtime.health()
-    return JSONResponse(report, status_code=200 if runtime.inbox.accepting else 503)
+    status = 200 if runtime.inbox.accepting else 503
+    token = runtime.config.server.health_token
+    if token is not None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            # Public answer: alive or not, without tenant names or upstream reasons.
+            return JSONResponse(
+                {"status": "ok" if status == 200 else "stopping", "version": runtime.version},
+                status_code=status,
+            )
+    return JSONResponse(await runtime.health(), status_code=status)
 
 
 async def webhook(request: Request) -> Response:

@@ -66,6 +66,9 @@ class ServerConfig:
     public_url: str | None = attrs.field(default=None, validator=http_url)
     shutdown_grace_s: float = attrs.field(default=20.0, validator=in_range(0, 600))
     session_secret: str | None = None
+    # When set, /api/health shows per-tenant details only to `Authorization: Bearer <token>`;
+    # everyone else gets {status, version}. Leave unset on a private network.
+    health_token: str | None = attrs.field(default=None, validator=non_empty)
 
 
 @attrs.frozen

@@ -121,3 +121,14 @@ async def test_shutdown_refuses_new_webhooks_with_retry_after(make_config):
                                        json={"text": "hello"})
         r.runtime.inbox.accepting = True
     assert response.status_code == 503 and response.headers["retry-after"]
+
+
+async def test_health_details_need_the_token_when_one_is_set(make_config):
+    config = make_config("acme", main="server:\n  health_token: ${HEALTH_TOKEN:-s3cret-health}\n")
+    async with running(config) as r:
+        public = await r.client.get("/api/health")
+        wrong = await r.client.get("/api/health", headers=bearer("nope"))
+        full = await r.client.get("/api/health", headers=bearer("s3cret-health"))
+    assert public.status_code == 200 and public.json() == {"status": "ok", "version": r.runtime.version}
+    assert "tenants" not in wrong.json()
+    assert set(full.json()["tenants"]) == {"acme"}
