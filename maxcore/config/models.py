@@ -125,9 +125,17 @@ class AssistantConfig:
     lead_defaults: dict[str, str] = attrs.field(factory=lambda: {"status": "New"})
 
 
+def _optional_positive(_instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise FieldValueError(attribute.name, f"expected a positive integer or null, got {value!r}")
+
+
 @attrs.frozen
 class LimitsConfig:
-    messages_per_minute: int | None = None
+    """``limits:`` in a tenant file. ``messages_per_minute``: processing is delayed
+    beyond it (webhooks are still acknowledged); null means no limit."""
+
+    messages_per_minute: int | None = attrs.field(default=None, validator=_optional_positive)
 
 
 @attrs.frozen

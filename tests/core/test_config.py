@@ -172,3 +172,10 @@ def test_missing_required_key_is_named_once(tmp_path):
     plugins = PluginSet().load(extra=[("needs_key", Plugin())])
     found = [str(p) for p in load_config(config, plugins, env={}).problems]
     assert found == ["tenants/acme.yaml: llm.api_key: required key is missing"]
+
+
+def test_rate_limit_must_be_positive(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nlimits: {messages_per_minute: 0}\n"))
+    assert problems(config) == [
+        "tenants/acme.yaml: limits.messages_per_minute: expected a positive integer or null, got 0"
+    ]
