@@ -191,7 +191,21 @@ class SqliteInbox(WorkScheduler):
     async def _recover(self) -> list[Entry]:
         writer = self._open()
 
+        limit = self.config.max_attempts
+
         def load(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            # A message whose every attempt ended with the process gone (it was started
+            # `max_attempts` times and never finished) is not tried again: it goes dead.
+            crashed = conn.execute(
+                "UPDATE inbox SET state = 'dead', updated_at = ?, last_error = "
+                "'the server stopped during each of its ' || attempts || ' attempt(s); "
+                "check the log before `maxcore inbox retry`' "
+                "WHERE state = 'pending' AND attempts >= ? RETURNING id",
+                (time.time(), limit),
+            ).fetchall()
+            for row in crashed:
+                logger.error("[INBOX] message {} dead: the server stopped during every attempt",
+                             row["id"])
             rows = conn.execute(
                 "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' ORDER BY id"
             ).fetchall()
@@ -297,6 +311,13 @@ class SqliteInbox(WorkScheduler):
         await self._writer.write(lambda conn: conn.execute(
             "UPDATE inbox SET state = ?, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
             params,
+        ))
+
+    async def _store_started(self, entry: Entry) -> None:
+        assert self._writer is not None
+        params = (entry.attempts, time.time(), entry.id)
+        await self._writer.write(lambda conn: conn.execute(
+            "UPDATE inbox SET attempts = ?, updated_at = ? WHERE id = ?", params,
         ))
 
     async def _store_done(self, entry: Entry) -> None:

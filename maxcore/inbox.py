@@ -134,6 +134,11 @@ class WorkScheduler:
         """Persist ``message`` and enqueue it (in store order); None if a duplicate."""
         raise NotImplementedError
 
+    async def _store_started(self, entry: Entry) -> None:
+        """An attempt starts (``entry.attempts`` counts it). Stores that survive a crash
+        record it, so a message that kills the process cannot be retried forever."""
+        return None
+
     async def _store_done(self, entry: Entry) -> None:
         raise NotImplementedError
 
@@ -240,6 +245,7 @@ class WorkScheduler:
         message = entry.message
         log = logger.bind(tenant=message.tenant, message_id=message.message_id)
         entry.attempts += 1
+        await self._store_started(entry)
         try:
             await self._handler(message)
         except asyncio.CancelledError:

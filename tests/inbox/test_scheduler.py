@@ -207,6 +207,36 @@ async def test_stop_after_grace_leaves_the_running_message_pending(tmp_path: Pat
     assert rows(tmp_path / "inbox.sqlite3")["c1-1"][0] == "pending"
 
 
+async def test_a_message_that_kills_the_process_every_time_ends_dead(tmp_path: Path) -> None:
+    """Each start counts the attempt before running it: a crash cannot loop forever."""
+    for attempt in (1, 2):
+        inbox = make(tmp_path, workers=1, max_attempts=2)
+        started = asyncio.Event()
+
+        async def handler(message: InboundMessage, started: asyncio.Event = started) -> None:
+            started.set()
+            await asyncio.Event().wait()  # the process "dies" while this runs
+
+        await inbox.start(handler)
+        if attempt == 1:
+            await inbox.submit(msg("c1", 1))
+        await started.wait()
+        assert rows(tmp_path / "inbox.sqlite3")["c1-1"] == ("pending", attempt, None)
+        await inbox.stop(0)
+    handled: list[str] = []
+
+    async def survivor(message: InboundMessage) -> None:
+        handled.append(message.message_id)
+
+    third = make(tmp_path, workers=1, max_attempts=2)
+    await third.start(survivor)
+    assert await third.drain(5)
+    await third.stop(1)
+    state, attempts, error = rows(tmp_path / "inbox.sqlite3")["c1-1"]
+    assert (state, attempts, handled) == ("dead", 2, [])
+    assert error is not None and "stopped during each of its 2 attempt(s)" in error
+
+
 async def test_full_inbox_refuses_with_retry_after(tmp_path: Path) -> None:
     inbox = make(tmp_path, max_pending=3, full_retry_after_s=7)
     for n in range(3):
