@@ -25,10 +25,9 @@ sooner than that (its tool side effects are journalled, so nothing runs twice).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import openai
 from loguru import logger
 
 from maxcore.config.models import FieldValueError, http_url, in_range, non_empty, one_of
@@ -36,8 +35,13 @@ from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import PermanentError
 from maxcore.types import Health, LLMReply, LLMRequest
 
-from .errors import map_error
 from .translate import messages_of, reply_of, tool_of
+
+if TYPE_CHECKING:
+    import openai
+
+# The SDK takes about a second to import: it is imported when a tenant's connector opens,
+# not when the plugin loads, so `maxcore check`, `plugins`, `chat` stay quick.
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # The SDK refuses to build a client without a key; keyless servers ignore this one.
@@ -96,6 +100,8 @@ class OpenAILLM(ConnectorBase):
     async def open(self) -> None:
         if self._client is not None:
             return
+        import openai
+
         client = openai.AsyncOpenAI(
             api_key=self.config.api_key or KEYLESS_PLACEHOLDER,
             base_url=self.config.url,
@@ -133,6 +139,10 @@ class OpenAILLM(ConnectorBase):
         return body
 
     async def complete(self, request: LLMRequest) -> LLMReply:
+        import openai
+
+        from .errors import map_error
+
         started = time.monotonic()
         try:
             completion = await self.client.chat.completions.create(**self.body(request))
@@ -155,6 +165,10 @@ class OpenAILLM(ConnectorBase):
 
     async def health(self) -> Health:
         """A cheap authenticated call: list the models, and say whether ours is there."""
+        import openai
+
+        from .errors import map_error
+
         try:
             page = await self.client.with_options(
                 max_retries=0, timeout=min(self.config.timeout_s, HEALTH_TIMEOUT_S)
