@@ -33,6 +33,8 @@ from ..types import InboundMessage, OutboundMessage, SendResult
 from ..webhooks import json_body
 
 MAX_TEXT = 4000
+MAX_MESSAGES_PER_CHAT = 200
+MAX_CHATS = 10_000
 _STATIC = Path(__file__).parent / "static"
 
 
@@ -89,7 +91,12 @@ class WebchatChannel(ChannelBase):
     def __init__(self, config: WebchatConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
         self._secret: bytes | None = None
-        self._outbox: dict[str, collections.deque[dict[str, Any]]] = {}
+        # Recent messages per chat, for the page; the least recently active chats are
+        # forgotten beyond MAX_CHATS so a public page cannot grow memory without bound.
+        self._outbox: collections.OrderedDict[str, collections.deque[dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
+        self._ids: dict[str, dict[str, int]] = {}
         self._seq = 0
         self._changed = asyncio.Condition()
         self._closing = False
@@ -161,15 +168,26 @@ class WebchatChannel(ChannelBase):
 
     async def _push(self, chat_id: str, sender: str, text: str, message_id: str | None) -> int:
         async with self._changed:
-            box = self._outbox.setdefault(chat_id, collections.deque(maxlen=200))
-            if message_id is not None:
+            box = self._outbox.get(chat_id)
+            if box is None:
+                box = self._outbox[chat_id] = collections.deque(maxlen=MAX_MESSAGES_PER_CHAT)
+                self._ids[chat_id] = {}
+                while len(self._outbox) > MAX_CHATS:
+                    forgotten, _ = self._outbox.popitem(last=False)
+                    self._ids.pop(forgotten, None)
+            self._outbox.move_to_end(chat_id)
+            ids = self._ids[chat_id]
+            if message_id is not None and message_id in ids:
                 # A resent message (same id) is shown once, as the inbox processes it once.
-                for existing in box:
-                    if existing["id"] == message_id:
-                        return int(existing["seq"])
+                return ids[message_id]
             self._seq += 1
             box.append({"seq": self._seq, "from": sender, "text": text, "id": message_id,
                         "at": time.time()})
+            if message_id is not None:
+                ids[message_id] = self._seq
+                if len(ids) > 2 * MAX_MESSAGES_PER_CHAT:
+                    oldest = min(m["seq"] for m in box)
+                    self._ids[chat_id] = {k: v for k, v in ids.items() if v >= oldest}
             self._changed.notify_all()
             return self._seq
 
