@@ -12,12 +12,13 @@ from loguru import logger
 
 from maxcore.connectors import ChannelBase, ConnectorContext, Submit, WebhookRequest
 from maxcore.errors import MaxcoreError, PermanentError, WebhookError
-from maxcore.types import Health, InboundMessage, OutboundMessage, SendResult
+from maxcore.types import Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
 from maxcore.webhooks import json_body, require
 
 from .client import GreenApiClient, split_message
 from .config import GreenApiConfig
 from .parse import CHANNEL, PROCESS, RESEND_PROMPT, Parsed, parse_notification
+from .settings_check import check_settings
 
 HEALTH_CACHE_S = 15.0
 POLL_BACKOFF_MAX_S = 60.0
@@ -68,6 +69,8 @@ class GreenApiChannel(ChannelBase):
         self.client = GreenApiClient(config, context.tenant)
         self._state: str | None = None
         self._state_at = 0.0
+        self._settings_verdict: Health | None = None
+        self._settings_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
@@ -80,6 +83,7 @@ class GreenApiChannel(ChannelBase):
         await self.client.close()
 
     async def health(self) -> Health:
+        """Instance authorised (getStateInstance), then notifications routed here (getSettings)."""
         # getStateInstance is limited to 1 request/s: answer from a recent state
         # (polled or pushed by a stateInstanceChanged webhook) when there is one.
         if self._state is None or time.monotonic() - self._state_at > HEALTH_CACHE_S:
@@ -88,7 +92,27 @@ class GreenApiChannel(ChannelBase):
             except MaxcoreError as exc:
                 return Health.down(f"Green-API getStateInstance failed: {exc}")
         assert self._state is not None
-        return health_of(self._state)
+        state = health_of(self._state)
+        if state.status is not HealthStatus.OK:
+            return state  # an unauthorised instance is the first thing to fix
+        return await self._settings_health(state)
+
+    async def _settings_health(self, state: Health) -> Health:
+        # getSettings is limited to 1 request/s too, and settings change only through
+        # setup: a verdict is reused for HEALTH_CACHE_S (only successful reads are kept).
+        if self._settings_verdict is not None and time.monotonic() - self._settings_at <= HEALTH_CACHE_S:
+            return self._settings_verdict
+        try:
+            settings = await self.client.get_settings()
+        except MaxcoreError as exc:
+            return Health.degraded(f"instance authorized but Green-API getSettings failed: {exc}")
+        finding = check_settings(settings, self.config, self.tenant, self.context.public_url, self.name)
+        if finding is None:
+            url = str(settings.get("webhookUrl") or "")
+            target = f"webhook {url}" if self.config.mode == "webhook" and url else f"{self.config.mode} mode"
+            finding = Health.ok(f"{state.reason}, {target}")
+        self._settings_verdict, self._settings_at = finding, time.monotonic()
+        return finding
 
     def _remember_state(self, state: str) -> None:
         self._state, self._state_at = state, time.monotonic()
