@@ -161,7 +161,8 @@ def check_where(items: list[dict[str, Any]], entity: EntityDefs) -> None:
         if not isinstance(attribute, str) or not attribute:
             raise BadRequest("Bad where item. No 'attribute'.")
         if attribute not in entity.attributes:
-            raise BadRequest(f"Not existing attribute '{attribute}' in where item.")
+            # 8.3's exact wording (Core/Select/Where/Checker.php).
+            raise BadRequest(f"Not existing attribute '{attribute}' in where.")
         if kind in ("in", "notIn") and not isinstance(item.get("value"), list):
             raise BadRequest(f"Bad where item. '{kind}' needs an array value.")
 

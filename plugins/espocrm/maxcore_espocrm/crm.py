@@ -9,6 +9,7 @@ leave a lead visible to no tenant (or every one); that is a loud error instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from maxcore.errors import PermanentError, ToolError
 from maxcore.leads import normalise_email, normalise_option, normalise_phone, strip_bad_characters
 from maxcore.types import Health, Lead, Record, UpsertResult
 
-from .client import REBUILD_HINT, EspoClient
+from .client import REBUILD_HINT, EspoClient, encode_where
 from .config import EspoCRMConfig
 from .options import LEAD_CUSTOM_ATTRIBUTES, LEAD_OPTIONS
 
@@ -30,6 +31,8 @@ _LEAD_ATTRIBUTES = {
     "source": "source", "status": "status", "description": "description",
 }
 _TEXT_FIELDS = ("first_name", "last_name", "company")
+# EspoCRM 8.3's answer to a where item on an unknown attribute (Core/Select/Where/Checker.php).
+_MISSING_ATTRIBUTE_RE = re.compile(r"Not existing attribute '([^']+)'")
 _NEVER_FROM_INPUT = {"id", "tenant_id", "deleted", "createdById", "modifiedById"}
 
 
@@ -62,23 +65,65 @@ class EspoCRM(ConnectorBase):
             self._client = None
 
     async def health(self) -> Health:
+        """Reachable, key accepted, the tenant and custom fields on Lead, the Role's rights."""
         try:
             settings = await self.client.request("GET", "/Settings", auth=False)
             version = settings.json().get("version", "?")
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return Health.down(f"EspoCRM unreachable at {self.config.url}: {exc}")
+            return Health.down(f"EspoCRM unreachable at {self.config.url}: {exc} — fix: check crm.url "
+                               "(the site URL; the container listens on 80) and that EspoCRM runs")
         try:
-            me = (await self.client.request("GET", "/App/user")).json()
+            answer = await self.client.request("GET", "/App/user", expect=(401,))
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             return Health.down(str(exc))
+        if answer.status_code == 401:
+            keys = "crm.api_key and crm.secret_key" if self.config.auth == "hmac" else "crm.api_key"
+            return Health.down(f"EspoCRM rejected the API key (401) — fix: set {keys} to the keys of an "
+                               "active API user (Administration › API Users)")
+        fields = await self._lead_fields_health()
+        if fields is not None:
+            return fields
+        me = answer.json()
         table = (me.get("acl") or {}).get("table") or {}
         lead_create = (table.get("Lead") or {}).get("create") if isinstance(table.get("Lead"), dict) else None
         if lead_create not in ("yes", True):
-            return Health.degraded("the API user's Role cannot create Leads")
+            return Health.degraded("the API user's Role cannot create Leads — fix: grant Lead create/read/"
+                                   "edit in that Role (Administration › Roles)")
         missing = [e for e in self.entities if e not in table]
         if missing:
-            return Health.degraded(f"no access to {', '.join(missing)} (role, or controller; {REBUILD_HINT})")
-        return Health.ok(f"EspoCRM {version} at {self.config.url}")
+            return Health.degraded(f"no access to {', '.join(missing)} (role, or controller) — "
+                                   f"fix: {REBUILD_HINT}, and grant them in the API user's Role")
+        return Health.ok(f"EspoCRM {version} at {self.config.url}, Lead has {self.config.tenant_field} "
+                         "and the custom fields")
+
+    async def _lead_fields_health(self) -> Health | None:
+        """Ask for one of our leads, filtering on every custom attribute the plugin writes.
+
+        EspoCRM refuses a where item on an attribute the Lead entity lacks (400 "Not existing
+        attribute 'x' in where."), so this read proves the fields exist (metadata and
+        rebuild) without writing anything; ``isNull OR isNotNull`` keeps every row.
+        """
+        where: list[dict[str, Any]] = [self._tenant_where]
+        where += [{"type": "or", "value": [{"type": "isNull", "attribute": name},
+                                           {"type": "isNotNull", "attribute": name}]}
+                  for name in LEAD_CUSTOM_ATTRIBUTES]
+        params = [("maxSize", "1"), ("select", "id"), *encode_where(where)]
+        try:
+            response = await self.client.request("GET", "/Lead", params=params, expect=(400,))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return Health.down(f"cannot list Leads: {exc}")
+        if response.status_code != 400:
+            return None
+        reason = response.headers.get("X-Status-Reason", "") or "bad request"
+        named = _MISSING_ATTRIBUTE_RE.search(reason)
+        if named is None:
+            return Health.down(f"EspoCRM refused to list Leads (400 {reason})")
+        field = named.group(1)
+        if field == self.config.tenant_field:
+            return Health.down(f"Lead has no {field} field (400 {reason}): no lead can be written for "
+                               f"this tenant — fix: {REBUILD_HINT}")
+        return Health.degraded(f"Lead has no custom field {field} (400 {reason}): the customization is "
+                               f"incomplete or not rebuilt — fix: {REBUILD_HINT}")
 
     # -- mapping ---------------------------------------------------------------------------
     def options(self) -> Mapping[str, Sequence[str]]:
