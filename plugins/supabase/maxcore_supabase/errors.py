@@ -17,6 +17,30 @@ _RETRYABLE_PREFIXES = ("08", "53", "57", "40", "55P03", "XX", "PGRST000", "PGRST
 _RETRYABLE_STATUSES = {"429", "500", "502", "503", "504", "520", "521", "522", "523", "524"}
 
 
+APPLY_MIGRATIONS = ("apply deploy/supabase/migrations to the project (supabase db push, or psql -f "
+                    "each file; see deploy/supabase/README.md)")
+_MISSING_OBJECT_CODES = ("PGRST202", "PGRST205", "42P01", "42883")
+
+
+def health_fix(exc: BaseException, mode: str) -> str:
+    """The remedy ``maxcore doctor`` prints for a failed health probe."""
+    if isinstance(exc, httpx.HTTPError):
+        return "check memory.url (https://<ref>.supabase.co) and that the project is reachable"
+    code = (exc.code or "") if isinstance(exc, APIError) else ""
+    if code in _MISSING_OBJECT_CODES:
+        return APPLY_MIGRATIONS
+    if code.startswith("PGRST3"):
+        return "set memory.jwt_secret to the project's JWT secret (Settings › API)"
+    if not code:
+        key = "anon" if mode == "tenant-jwt" else "service_role"
+        return f"set memory.key to the project's {key} key (Settings › API)"
+    if code == "42501":
+        return f"re-apply deploy/supabase/migrations (its grants and RLS policies); {APPLY_MIGRATIONS}"
+    if is_retryable_code(code):
+        return "the database is unavailable or overloaded: check the project's status, then retry"
+    return "check the memory block of the tenant YAML"
+
+
 def is_retryable_code(code: str | None) -> bool:
     return bool(code) and (code in _RETRYABLE_STATUSES or code.startswith(_RETRYABLE_PREFIXES))
 

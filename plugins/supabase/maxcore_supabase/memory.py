@@ -36,7 +36,7 @@ from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import MaxcoreError
 from maxcore.types import AuditEntry, ChatTurn, Health
 
-from .errors import translate
+from .errors import APPLY_MIGRATIONS, health_fix, translate
 from .tokens import TenantTokens
 
 T = TypeVar("T")
@@ -44,6 +44,7 @@ TABLES = ("tenant_memory", "sessions", "max_logs", "processed_messages")
 PAGE = 1000  # Supabase's default max rows per response
 MAX_EXPORT_ROWS = 1_000_000
 WRITE_ATTEMPTS = 2
+SCHEMA_VERSION = 1  # what maxcore_schema_version() returns once deploy/supabase/migrations ran
 
 
 def hash_chat_id(chat_id: str) -> str:
@@ -120,12 +121,20 @@ class SupabaseMemory(ConnectorBase):
         self._client = None
 
     async def health(self) -> Health:
+        """Key (and tenant JWT) accepted, the migration applied, every table readable."""
+        # Raw calls (no _call): the fix depends on the PostgREST code, which translate() folds away.
+        what = "schema check"
         try:
-            version = await self._call(
-                "schema check", lambda: self._api().rpc("maxcore_schema_version", {}).execute())
-        except MaxcoreError as exc:
-            return Health.down(str(exc))
-        return Health.ok(f"{self.mode}, schema v{version.data}")
+            version = await self._api().rpc("maxcore_schema_version", {}).execute()
+            for table in TABLES:
+                what = f"read {table}"
+                await self._scoped(table, lambda t: t.select("tenant_id")).limit(1).execute()
+        except (httpx.HTTPError, APIError) as exc:
+            return Health.down(f"{translate(exc, what)} — fix: {health_fix(exc, self.mode)}")
+        if not isinstance(version.data, int) or version.data < SCHEMA_VERSION:
+            return Health.down(f"schema version {version.data!r}, this plugin needs {SCHEMA_VERSION} — "
+                               f"fix: {APPLY_MIGRATIONS}")
+        return Health.ok(f"{self.mode}, schema v{version.data}, tables {', '.join(TABLES)} readable")
 
     # -- the only ways out: tenant-scoped queries, tenant-stamped rows -------------
     def _api(self) -> AsyncClient:

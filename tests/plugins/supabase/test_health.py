@@ -1,0 +1,99 @@
+"""health(): key and JWT accepted, the migration applied, every table readable — else the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from maxcore_supabase import SupabaseMemory, SupabaseMemoryConfig
+
+from maxcore.testing import context_for
+from maxcore.testing.postgres import PostgresCluster, prepare_supabase_database
+from maxcore.testing.postgrest_emulator import PostgrestEmulator
+from maxcore.testing.server import free_port
+from maxcore.types import Health
+
+from .conftest import JWT_SECRET, MIGRATIONS, TABLES
+
+APPLY = "fix: apply deploy/supabase/migrations"
+
+
+async def health_of(memory: SupabaseMemory) -> Health:
+    await memory.open()
+    try:
+        return await memory.health()
+    finally:
+        await memory.close()
+
+
+@pytest.fixture(scope="module")
+def bare_database(postgres_cluster: PostgresCluster) -> Iterator[PostgrestEmulator]:
+    """A Supabase-shaped database on which the migrations were never applied."""
+    prepare_supabase_database(postgres_cluster, "maxcore_no_migrations", None)
+    emulator = PostgrestEmulator(postgres_cluster.dsn("maxcore_no_migrations", "authenticator"), JWT_SECRET)
+    with emulator.serve():
+        yield emulator
+
+
+def memory_on(emulator: PostgrestEmulator, tmp_path: Path, **overrides: Any) -> SupabaseMemory:
+    values: dict[str, Any] = {"url": emulator.url, "key": emulator.service_key, "timeout_s": 5.0}
+    values.update(overrides)
+    return SupabaseMemory(SupabaseMemoryConfig(**values), context_for("tenant-a", tmp_path))
+
+
+@pytest.mark.parametrize("jwt", [False, True], ids=["service-key", "tenant-jwt"])
+async def test_migrated_project_is_ok_in_both_modes(
+        jwt: bool, emulator: PostgrestEmulator, memory_factory: Callable[..., SupabaseMemory]) -> None:
+    health = await health_of(memory_factory("tenant-a", jwt=jwt))
+    assert health.status == "ok", health
+    assert "schema v1" in health.reason and all(table in health.reason for table in TABLES)
+    # Read-only, and every table read was scoped to the tenant.
+    assert {r.method for r in emulator.requests} <= {"GET", "POST"}
+    for table in TABLES:
+        reads = emulator.table_requests(table)
+        assert reads and all(r.param("tenant_id") == "eq.tenant-a" for r in reads)
+
+
+async def test_migrations_not_applied_is_down_with_the_fix(
+        bare_database: PostgrestEmulator, tmp_path: Path) -> None:
+    health = await health_of(memory_on(bare_database, tmp_path))
+    assert health.status == "down" and "schema check" in health.reason
+    assert APPLY in health.reason
+
+
+async def test_a_missing_table_is_named(
+        postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    dsn = prepare_supabase_database(postgres_cluster, "maxcore_partial", MIGRATIONS)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("drop table public.processed_messages")
+    emulator = PostgrestEmulator(postgres_cluster.dsn("maxcore_partial", "authenticator"), JWT_SECRET)
+    with emulator.serve():
+        health = await health_of(memory_on(emulator, tmp_path))
+    assert health.status == "down" and "read processed_messages" in health.reason
+    assert APPLY in health.reason
+
+
+async def test_wrong_key_names_the_setting_not_the_value(
+        emulator: PostgrestEmulator, memory_factory: Callable[..., SupabaseMemory]) -> None:
+    wrong = "eyJ-not-the-project-key-0123456789"
+    health = await health_of(memory_factory("tenant-a", key=wrong))
+    assert health.status == "down"
+    assert "fix: set memory.key to the project's service_role key" in health.reason
+    assert wrong not in health.reason
+
+
+async def test_wrong_jwt_secret_names_it(
+        emulator: PostgrestEmulator, memory_factory: Callable[..., SupabaseMemory]) -> None:
+    wrong = "another-secret-of-at-least-32-characters!"
+    health = await health_of(memory_factory("tenant-a", jwt=True, jwt_secret=wrong))
+    assert health.status == "down" and "fix: set memory.jwt_secret" in health.reason
+    assert wrong not in health.reason
+
+
+async def test_unreachable_project_names_the_url(
+        emulator: PostgrestEmulator, memory_factory: Callable[..., SupabaseMemory]) -> None:
+    health = await health_of(memory_factory("tenant-a", url=f"http://127.0.0.1:{free_port()}"))
+    assert health.status == "down" and "fix: check memory.url" in health.reason
