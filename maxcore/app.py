@@ -80,8 +80,7 @@ async def webhook(request: Request) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     hook_request = WebhookRequest(headers=headers, body=body, query=dict(request.query_params))
     tenants = runtime.tenants
-    classes = {t.channel_type: type(t.channel) for t in tenants.by_id.values()}
-    cls = classes.get(channel_type)
+    cls = tenants.channel_classes.get(channel_type)
     if cls is None:
         return _error(404, f"no tenant uses the channel {channel_type!r}")
     try:

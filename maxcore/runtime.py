@@ -49,8 +49,10 @@ class TenantSet:
     def __init__(self, tenants: Iterable[TenantRuntime]) -> None:
         self.by_id: dict[str, TenantRuntime] = {}
         self.routes: dict[tuple[str, str], TenantRuntime] = {}
+        self.channel_classes: dict[str, type] = {}
         for tenant in tenants:
             self.by_id[tenant.id] = tenant
+            self.channel_classes[tenant.channel_type] = type(tenant.channel)
             try:
                 key = tenant.channel.route_key
             except Exception as exc:
