@@ -93,7 +93,11 @@ def split_fix(reason: str) -> tuple[str, str]:
     if at < 0:
         return reason.strip(), ""
     detail = reason[:at].rstrip(" -—;,.(\n").strip()
-    return detail, reason[at + 4:].strip().rstrip(")").strip()
+    fix = reason[at + 4:].strip()
+    # "... (fix: x)": drop the parenthesis that closed around the fix, not one of its own.
+    if fix.endswith(")") and fix.count(")") > fix.count("("):
+        fix = fix[:-1].strip()
+    return detail, fix
 
 
 def check_data_dir(report: Report, data_dir: Path) -> None:

@@ -176,13 +176,27 @@ class OpenAILLM(ConnectorBase):
         except openai.OpenAIError as exc:
             error = map_error(exc, tenant=self.tenant, model=self.config.model,
                               base_url=self.config.url, timeout_s=HEALTH_TIMEOUT_S)
-            return Health.down(str(error))
+            return Health.down(f"{error} — fix: {self._health_fix(exc)}")
         except PermanentError as exc:
             return Health.down(str(exc))
-        ids = {model.id for model in page.data}
+        ids = sorted({model.id for model in page.data})
         if self.config.model in ids:
             return Health.ok(f"model {self.config.model} available at {self.config.url}")
         # Azure deployments and some proxies list models under other names: the key works,
         # the model may still answer, so degraded rather than down.
+        listed = ", ".join(ids[:8]) + (", …" if len(ids) > 8 else "")
         return Health.degraded(
-            f"model {self.config.model} not listed by {self.config.url} ({len(ids)} model(s) listed)")
+            f"model {self.config.model} not listed by {self.config.url} ({len(ids)} model(s) listed) — "
+            f"fix: set llm.model to a model this server lists ({listed or 'none'})")
+
+    def _health_fix(self, exc: openai.OpenAIError) -> str:
+        """What the operator changes when listing the models failed with ``exc``."""
+        import openai
+
+        if isinstance(exc, openai.AuthenticationError):
+            return f"set llm.api_key (e.g. ${{OPENAI_API_KEY}}) to a valid key for {self.config.url}"
+        if isinstance(exc, openai.PermissionDeniedError):
+            return "give the key access to the models (llm.project / llm.organization, or the key's scopes)"
+        if isinstance(exc, openai.APIConnectionError):  # timeouts included
+            return f"check llm.base_url ({self.config.url}) and that the server is reachable from here"
+        return f"check the llm block (base_url, api_key, model) and the status of {self.config.url}"
