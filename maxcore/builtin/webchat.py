@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import functools
 import hashlib
 import hmac
 import json
@@ -64,7 +65,9 @@ def session_secret(data_dir: Path, configured: str | None = None) -> bytes:
     return path.read_text().strip().encode()
 
 
+@functools.lru_cache(maxsize=4096)
 def _decode_claims(token: str) -> dict[str, Any]:
+    """The token's claims (not yet verified). Cached: a chat sends many messages."""
     try:
         payload, _signature = token.split(".", 1)
         claims = json.loads(_unb64(payload))
@@ -97,6 +100,8 @@ class WebchatChannel(ChannelBase):
             collections.OrderedDict()
         )
         self._ids: dict[str, dict[str, int]] = {}
+        # Tokens whose signature was checked (expiry is still checked on every use).
+        self._verified: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._seq = 0
         self._changed = asyncio.Condition()
         self._closing = False
@@ -127,9 +132,13 @@ class WebchatChannel(ChannelBase):
     def verify(self, token: str) -> str:
         """Return the chat id of a valid session token for this tenant, or raise 401."""
         claims = _decode_claims(token)
-        payload, _, signature = token.partition(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            raise WebhookError(401, "invalid webchat session token")
+        if token not in self._verified:
+            payload, _, signature = token.partition(".")
+            if not hmac.compare_digest(signature, self._sign(payload)):
+                raise WebhookError(401, "invalid webchat session token")
+            self._verified[token] = None
+            if len(self._verified) > 4096:
+                self._verified.popitem(last=False)
         if claims.get("t") != self.tenant:
             raise WebhookError(401, "invalid webchat session token")
         if int(claims.get("exp", 0)) < time.time():
