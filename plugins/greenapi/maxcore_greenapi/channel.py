@@ -6,7 +6,8 @@ import asyncio
 import hmac
 import random
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -15,13 +16,15 @@ from maxcore.errors import MaxcoreError, PermanentError, WebhookError
 from maxcore.types import Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
 from maxcore.webhooks import json_body, require
 
-from .client import GreenApiClient, split_message
+from .client import GreenApiClient, RateLimited, split_message
 from .config import GreenApiConfig
 from .parse import CHANNEL, PROCESS, RESEND_PROMPT, Parsed, parse_notification
 from .settings_check import check_settings
 
 HEALTH_CACHE_S = 15.0
 POLL_BACKOFF_MAX_S = 60.0
+HEALTH_RETRY_MAX_S = 2.0
+T = TypeVar("T")
 
 HEALTH_BY_STATE = {
     "authorized": ("ok", "authorized"),
@@ -47,6 +50,20 @@ RESEND_TEXTS = {
 # Open channels by the identity of their ConnectorContext, so the message_received hook
 # (which only receives the context) reaches the channel of that exact tenant runtime.
 OPEN_CHANNELS: dict[int, GreenApiChannel] = {}
+
+
+async def _once_more_if_limited(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, retried once after a short 429: getStateInstance and getSettings allow
+    1 request/s per instance, shared with every other caller (the server's /api/health
+    and a ``maxcore doctor`` run in another process)."""
+    try:
+        return await call()
+    except RateLimited as exc:
+        wait = exc.retry_after if exc.retry_after is not None else 1.0
+        if wait > HEALTH_RETRY_MAX_S:
+            raise
+        await asyncio.sleep(wait)
+        return await call()
 
 
 def health_of(state: str) -> Health:
@@ -88,7 +105,7 @@ class GreenApiChannel(ChannelBase):
         # (polled or pushed by a stateInstanceChanged webhook) when there is one.
         if self._state is None or time.monotonic() - self._state_at > HEALTH_CACHE_S:
             try:
-                self._remember_state(await self.client.get_state())
+                self._remember_state(await _once_more_if_limited(self.client.get_state))
             except MaxcoreError as exc:
                 return Health.down(f"Green-API getStateInstance failed: {exc}")
         assert self._state is not None
@@ -103,7 +120,7 @@ class GreenApiChannel(ChannelBase):
         if self._settings_verdict is not None and time.monotonic() - self._settings_at <= HEALTH_CACHE_S:
             return self._settings_verdict
         try:
-            settings = await self.client.get_settings()
+            settings = await _once_more_if_limited(self.client.get_settings)
         except MaxcoreError as exc:
             return Health.degraded(f"instance authorized but Green-API getSettings failed: {exc}")
         finding = check_settings(settings, self.config, self.tenant, self.context.public_url, self.name)

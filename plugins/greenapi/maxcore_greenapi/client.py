@@ -28,6 +28,10 @@ class InstanceStarting(RetryableError):
     """The instance is (re)booting: retried later by the inbox, not in a tight loop here."""
 
 
+class RateLimited(RetryableError):
+    """429: the per-instance, per-method requests-per-second limit (contract §8)."""
+
+
 class GreenApiClient:
     """Calls one instance's REST API. Open once, share, close on shutdown."""
 
@@ -109,8 +113,8 @@ class GreenApiClient:
             return PermanentError(f"monthly quota exceeded on Green-API instance {instance} "
                                   f"(466{_quota_status(response)}): upgrade the plan in the console")
         if status == 429:
-            return RetryableError(f"Green-API rate limit on {method} (429)",
-                                  retry_after=_retry_after(response))
+            return RateLimited(f"Green-API rate limit on {method} (429)",
+                               retry_after=_retry_after(response))
         if status == 499 or status >= 500:
             return RetryableError(f"Green-API {method} failed ({status}): {snippet}",
                                   retry_after=_retry_after(response))

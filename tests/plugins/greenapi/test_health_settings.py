@@ -142,3 +142,18 @@ def test_trailing_slashes_do_not_make_a_difference() -> None:
     settings = webhook_settings(config, PUBLIC_URL + "/")
     assert settings["webhookUrl"] == webhook_url_for(PUBLIC_URL + "/", "greenapi")
     assert check_settings(settings, config, "acme", PUBLIC_URL + "/", "greenapi") is None
+
+
+async def test_health_waits_out_a_rate_limited_second_once(
+    emulator: GreenApiEmulator, make_public_channel: Callable[..., GreenApiChannel]
+) -> None:
+    """Another caller (the server's /api/health) just used getStateInstance's 1 request/s."""
+    configure(emulator)
+    channel = make_public_channel()
+    await channel.open()
+    try:
+        await channel.client.get_state()
+        assert (await channel.health()).status == "ok"
+    finally:
+        await channel.close()
+    assert emulator.instances[INSTANCE].calls.count("getStateInstance") == 3  # 200, 429, 200
