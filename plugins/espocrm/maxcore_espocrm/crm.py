@@ -78,7 +78,7 @@ class EspoCRM(ConnectorBase):
             return Health.down(str(exc))
         if answer.status_code == 401:
             keys = "crm.api_key and crm.secret_key" if self.config.auth == "hmac" else "crm.api_key"
-            return Health.down(f"EspoCRM rejected the API key (401) — fix: set {keys} to the keys of an "
+            return Health.down(f"EspoCRM rejected the API key (401) — fix: set {keys} to those of an "
                                "active API user (Administration › API Users)")
         fields = await self._lead_fields_health()
         if fields is not None:

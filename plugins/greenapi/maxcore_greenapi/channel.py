@@ -26,13 +26,19 @@ POLL_BACKOFF_MAX_S = 60.0
 HEALTH_RETRY_MAX_S = 2.0
 T = TypeVar("T")
 
+# stateInstance → (status, what it means — fix: what the operator does), contract §6.
 HEALTH_BY_STATE = {
     "authorized": ("ok", "authorized"),
-    "starting": ("degraded", "starting (the instance is booting; wait a few minutes)"),
-    "sleepMode": ("degraded", "sleepMode (the phone is offline)"),
-    "notAuthorized": ("down", "notAuthorized (scan the QR code in the Green-API console)"),
-    "blocked": ("down", "blocked (the number is banned by WhatsApp)"),
-    "yellowCard": ("down", "yellowCard (sending suspended for suspected spam)"),
+    "starting": ("degraded", "starting (the instance is booting) — fix: wait a few minutes, then run "
+                             "the doctor again"),
+    "sleepMode": ("degraded", "sleepMode (the phone is offline) — fix: switch the tenant's phone on and "
+                              "connect it to the internet"),
+    "notAuthorized": ("down", "notAuthorized (no WhatsApp account linked) — fix: scan the QR code in the "
+                              "Green-API console with the tenant's WhatsApp phone"),
+    "blocked": ("down", "blocked (the number is banned by WhatsApp) — fix: appeal in the WhatsApp app, or "
+                        "link another number to the instance"),
+    "yellowCard": ("down", "yellowCard (sending suspended for suspected spam) — fix: stop bulk sends and "
+                           "wait for WhatsApp to lift the suspension"),
 }
 
 RESEND_TEXTS = {
@@ -67,7 +73,8 @@ async def _once_more_if_limited(call: Callable[[], Awaitable[T]]) -> T:
 
 
 def health_of(state: str) -> Health:
-    status, reason = HEALTH_BY_STATE.get(state, ("degraded", f"{state} (unknown state)"))
+    status, reason = HEALTH_BY_STATE.get(
+        state, ("degraded", f"{state} (unknown state) — fix: look at the instance in the Green-API console"))
     return Health(status, f"Green-API instance state: {reason}")
 
 
