@@ -47,6 +47,23 @@ WRITE_ATTEMPTS = 2
 SCHEMA_VERSION = 1  # what maxcore_schema_version() returns once deploy/supabase/migrations ran
 
 
+def rls_problems(status: Any) -> list[str]:
+    """What ``maxcore_rls_status()`` reveals is missing: per table, enabled, forced, a policy."""
+    report = status if isinstance(status, dict) else {}
+    problems: list[str] = []
+    for table in TABLES:
+        entry = report.get(table)
+        if not isinstance(entry, dict):
+            problems.append(f"{table}: not found")
+        elif not entry.get("enabled"):
+            problems.append(f"{table}: RLS disabled")
+        elif not entry.get("forced"):
+            problems.append(f"{table}: RLS not forced")
+        elif not entry.get("policies"):
+            problems.append(f"{table}: no policy")
+    return problems
+
+
 def hash_chat_id(chat_id: str) -> str:
     """What the audit log keeps instead of a chat id (same form as the sqlite store)."""
     return "sha256:" + hashlib.sha256(chat_id.encode()).hexdigest()[:32]
@@ -121,7 +138,7 @@ class SupabaseMemory(ConnectorBase):
         self._client = None
 
     async def health(self) -> Health:
-        """Key (and tenant JWT) accepted, the migration applied, every table readable."""
+        """Key (and tenant JWT) accepted, the migration applied, every table readable, RLS on."""
         # Raw calls (no _call): the fix depends on the PostgREST code, which translate() folds away.
         what = "schema check"
         try:
@@ -129,12 +146,22 @@ class SupabaseMemory(ConnectorBase):
             for table in TABLES:
                 what = f"read {table}"
                 await self._scoped(table, lambda t: t.select("tenant_id")).limit(1).execute()
+            what = "RLS check"
+            rls = await self._api().rpc("maxcore_rls_status", {}).execute()
         except (httpx.HTTPError, APIError) as exc:
+            if what == "RLS check" and isinstance(exc, APIError) and exc.code in ("PGRST202", "42883"):
+                return Health.degraded("tables present but RLS cannot be verified: maxcore_rls_status() "
+                                       f"is missing — fix: {APPLY_MIGRATIONS}")
             return Health.down(f"{translate(exc, what)} — fix: {health_fix(exc, self.mode)}")
         if not isinstance(version.data, int) or version.data < SCHEMA_VERSION:
             return Health.down(f"schema version {version.data!r}, this plugin needs {SCHEMA_VERSION} — "
                                f"fix: {APPLY_MIGRATIONS}")
-        return Health.ok(f"{self.mode}, schema v{version.data}, tables {', '.join(TABLES)} readable")
+        problems = rls_problems(rls.data)
+        if problems:
+            return Health.down(f"Row Level Security incomplete ({'; '.join(problems)}): any authenticated "
+                               f"JWT could reach every tenant's rows — fix: re-{APPLY_MIGRATIONS}")
+        return Health.ok(f"{self.mode}, schema v{version.data}, tables {', '.join(TABLES)} readable, "
+                         "RLS enabled and forced")
 
     # -- the only ways out: tenant-scoped queries, tenant-stamped rows -------------
     def _api(self) -> AsyncClient:

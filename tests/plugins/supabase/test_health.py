@@ -11,7 +11,7 @@ import pytest
 from maxcore_supabase import SupabaseMemory, SupabaseMemoryConfig
 
 from maxcore.testing import context_for
-from maxcore.testing.postgres import PostgresCluster, prepare_supabase_database
+from maxcore.testing.postgres import PostgresCluster, apply_sql_files, prepare_supabase_database
 from maxcore.testing.postgrest_emulator import PostgrestEmulator
 from maxcore.testing.server import free_port
 from maxcore.types import Health
@@ -50,6 +50,7 @@ async def test_migrated_project_is_ok_in_both_modes(
     health = await health_of(memory_factory("tenant-a", jwt=jwt))
     assert health.status == "ok", health
     assert "schema v1" in health.reason and all(table in health.reason for table in TABLES)
+    assert "RLS enabled and forced" in health.reason
     # Read-only, and every table read was scoped to the tenant.
     assert {r.method for r in emulator.requests} <= {"GET", "POST"}
     for table in TABLES:
@@ -97,3 +98,39 @@ async def test_unreachable_project_names_the_url(
         emulator: PostgrestEmulator, memory_factory: Callable[..., SupabaseMemory]) -> None:
     health = await health_of(memory_factory("tenant-a", url=f"http://127.0.0.1:{free_port()}"))
     assert health.status == "down" and "fix: check memory.url" in health.reason
+
+
+def served_database(cluster: PostgresCluster, name: str, migrations: list[Path],
+                    *sql: str) -> PostgrestEmulator:
+    """A database with only ``migrations`` applied, then ``sql`` run as the superuser."""
+    dsn = prepare_supabase_database(cluster, name, None)
+    apply_sql_files(dsn, migrations)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in sql:
+            conn.execute(statement)  # type: ignore[arg-type] - test constants
+    return PostgrestEmulator(cluster.dsn(name, "authenticator"), JWT_SECRET)
+
+
+@pytest.mark.parametrize(("statement", "problem"), [
+    ("alter table public.sessions disable row level security", "sessions: RLS disabled"),
+    ("alter table public.max_logs no force row level security", "max_logs: RLS not forced"),
+    ("drop policy tenant_isolation on public.tenant_memory", "tenant_memory: no policy"),
+])
+async def test_row_level_security_gaps_are_down_and_named(
+        statement: str, problem: str, postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    name = "rls_" + problem.split(":")[0]
+    emulator = served_database(postgres_cluster, name, sorted(MIGRATIONS.glob("*.sql")), statement)
+    with emulator.serve():
+        health = await health_of(memory_on(emulator, tmp_path))
+    assert health.status == "down" and problem in health.reason, health
+    assert "fix: re-apply deploy/supabase/migrations" in health.reason
+
+
+async def test_without_the_rls_status_function_rls_is_unverified(
+        postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    first = sorted(MIGRATIONS.glob("*.sql"))[:1]
+    emulator = served_database(postgres_cluster, "rls_unverifiable", first)
+    with emulator.serve():
+        health = await health_of(memory_on(emulator, tmp_path))
+    assert health.status == "degraded" and "RLS cannot be verified" in health.reason
+    assert APPLY in health.reason
