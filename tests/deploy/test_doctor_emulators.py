@@ -280,3 +280,11 @@ def test_openai_bad_key_fails_naming_the_setting(fresh: Stack, tmp_path: Path) -
     line, fix = assert_only_broken(result, SUBJECTS[3], "✗")
     assert "rejected the API key" in line and fix.startswith("fix: set llm.api_key")
     assert "sk-wrong-000000" not in result.output
+
+
+def test_a_fix_keeps_its_own_parentheses() -> None:
+    from maxcore.doctor import split_fix
+
+    assert split_fix("model x not listed — fix: set llm.model to one listed (a, b)") == (
+        "model x not listed", "set llm.model to one listed (a, b)")
+    assert split_fix("refused (fix: set crm.api_key)") == ("refused", "set crm.api_key")
