@@ -24,6 +24,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .types import (
+    FIXED_REPLY,
     AuditEntry,
     ChatTurn,
     Health,
@@ -45,7 +46,7 @@ from .types import (
 )
 
 __all__ = [
-    "CRM", "LLM", "AuditEntry", "Channel", "ChannelBase", "ChatTurn", "ConnectorBase",
+    "CRM", "FIXED_REPLY", "LLM", "AuditEntry", "Channel", "ChannelBase", "ChatTurn", "ConnectorBase",
     "ConnectorContext", "Health", "HealthStatus", "InboundMessage", "LLMReply", "LLMRequest",
     "Lead", "LeadQuery", "MaxcoreError", "Media", "Memory", "OutboundMessage",
     "PermanentError", "Record", "RetryableError", "Role", "SendResult", "ToolCall",

@@ -16,6 +16,7 @@ from .errors import ToolError
 from .prompts import render_user_message, system_prompt
 from .tools import Tool, ToolContext, parse_arguments
 from .types import (
+    FIXED_REPLY,
     AuditEntry,
     ChatTurn,
     InboundMessage,
@@ -71,6 +72,14 @@ class Pipeline:
             await self._audit(message, "message_vetoed", {"reason": checked.reason})
             return PipelineResult(reply=None, vetoed=checked.reason)
         message = checked
+
+        fixed = message.metadata.get(FIXED_REPLY)
+        if isinstance(fixed, str) and fixed:
+            # The channel already knows the answer (e.g. "please resend, your message did
+            # not reach us"): no model call, but the same journalled, audited reply path.
+            log.info("[PIPELINE] fixed reply set by the channel, model not called")
+            await self._audit(message, "fixed_reply", {"kind": message.kind})
+            return PipelineResult(reply=await self._reply(message, fixed))
 
         history = await tenant.memory.history(message.chat_id, assistant.history_messages)
         facts = await tenant.memory.facts(message.chat_id)

@@ -36,6 +36,12 @@ class Media:
     file_name: str | None = None
 
 
+# ``InboundMessage.metadata`` key a channel sets when it knows the reply itself (for
+# instance "your message did not reach us, please send it again"): the pipeline sends
+# that text through its usual journalled reply path and does not call the model.
+FIXED_REPLY = "fixed_reply"
+
+
 @attrs.frozen
 class InboundMessage:
     """One message a user sent on a channel, already parsed by that channel.

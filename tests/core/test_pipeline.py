@@ -159,3 +159,19 @@ async def test_message_for_another_tenant_is_refused(runtime):
 
     with pytest.raises(ValueError, match="sent to 'acme'"):
         await Pipeline(pipeline_tenant, runtime.hooks).process(message(tenant="globex"))
+
+
+async def test_fixed_reply_skips_the_model_and_is_sent_once(runtime, script):
+    from maxcore import FIXED_REPLY
+
+    script(LLMReply(text="should not be used"))
+    msg = InboundMessage(tenant="acme", channel="webchat", chat_id="chat-1", message_id="swe",
+                         kind="textMessage", metadata={FIXED_REPLY: "Merci de renvoyer votre message."})
+    first = await runtime.handle(msg)
+    await runtime.handle(msg)  # replayed: journalled, not sent again
+    assert first.reply.text == "Merci de renvoyer votre message."
+    assert REQUESTS.get("default") is None
+    sent = [m for m in runtime.tenant("acme").channel._outbox["chat-1"] if m["from"] == "assistant"]
+    assert [m["text"] for m in sent] == ["Merci de renvoyer votre message."]
+    actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
+    assert actions.count("reply_sent") == 1 and "llm_call" not in actions

@@ -9,11 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 from loguru import logger
 
 from maxcore.connectors import ChannelBase, ConnectorContext, Submit, WebhookRequest
 from maxcore.errors import MaxcoreError, PermanentError, WebhookError
-from maxcore.types import Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
+from maxcore.types import FIXED_REPLY, Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
 from maxcore.webhooks import json_body, require
 
 from .client import GreenApiClient, RateLimited, split_message
@@ -55,9 +56,6 @@ RESEND_TEXTS = {
 
 # Open channels by the identity of their ConnectorContext, so the message_received hook
 # (which only receives the context) reaches the channel of that exact tenant runtime.
-OPEN_CHANNELS: dict[int, GreenApiChannel] = {}
-
-
 async def _once_more_if_limited(call: Callable[[], Awaitable[T]]) -> T:
     """``call()``, retried once after a short 429: getStateInstance and getSettings allow
     1 request/s per instance, shared with every other caller (the server's /api/health
@@ -99,11 +97,8 @@ class GreenApiChannel(ChannelBase):
     # -- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
         await self.client.open()
-        OPEN_CHANNELS[id(self.context)] = self
 
     async def close(self) -> None:
-        if OPEN_CHANNELS.get(id(self.context)) is self:
-            del OPEN_CHANNELS[id(self.context)]
         await self.client.close()
 
     async def health(self) -> Health:
@@ -174,7 +169,14 @@ class GreenApiChannel(ChannelBase):
         self._log(parsed, transport)
         if parsed.state is not None:
             self._remember_state(parsed.state)
-        if parsed.action in (PROCESS, RESEND_PROMPT) and parsed.message is not None:
+        if parsed.message is None:
+            return []
+        if parsed.action == RESEND_PROMPT:
+            # Answered without the model, through the core's journalled reply path.
+            return [attrs.evolve(parsed.message, metadata={
+                **parsed.message.metadata, FIXED_REPLY: self.resend_text(parsed.message),
+            })]
+        if parsed.action == PROCESS:
             return [parsed.message]
         return []
 
@@ -258,9 +260,7 @@ class GreenApiChannel(ChannelBase):
                      index + 1, len(parts), len(part), message.chat_id, provider_id)
         return SendResult(message_id=first_id)
 
-    async def send_resend_prompt(self, message: InboundMessage) -> SendResult:
-        """Ask the sender to resend a message Green-API could not deliver to us."""
+    def resend_text(self, message: InboundMessage) -> str:
+        """What to answer when Green-API could not deliver the sender's message to us."""
         marker = str(message.metadata.get("marker") or "")
-        text = self.config.resend_text or RESEND_TEXTS.get(marker, RESEND_TEXTS["default"])
-        return await self.send(OutboundMessage(chat_id=message.chat_id, text=text,
-                                               reply_to=message.message_id))
+        return self.config.resend_text or RESEND_TEXTS.get(marker, RESEND_TEXTS["default"])

@@ -144,6 +144,7 @@ async def test_through_the_server(
         memory = r.runtime.tenant("acme").memory
         llm_calls = await memory.audit_log(action="llm_call")
         vetoed = await memory.audit_log(action="message_vetoed")
+        fixed = await memory.audit_log(action="fixed_reply")
     sent = emulator.instances[INSTANCE].sent
     action = expected["action"]
     no_llm = action != "process" or (expected["context"] or {}).get("llm") is False
@@ -154,7 +155,7 @@ async def test_through_the_server(
     elif action == "resend_prompt":
         assert [m["chatId"] for m in sent] == [expected["chat_id"]]
         assert "renvoyer" in sent[0]["message"] and "send it again" in sent[0]["message"]
-        assert len(vetoed) == 1
+        assert len(fixed) == 1 and vetoed == []
     elif action == "process":  # a deletion: recorded (inbox + audit), never answered
         assert sent == [] and len(vetoed) == 1
         assert "deleted" in vetoed[0].details["reason"]
