@@ -8,23 +8,13 @@ the customization appends with ``__APPEND__``.
 
 from __future__ import annotations
 
-LEAD_STATUS: tuple[str, ...] = ("New", "Assigned", "In Process", "Converted", "Recycled", "Dead")
-# Core options, then "WhatsApp" appended by custom/.../entityDefs/Lead.json.
-LEAD_SOURCE: tuple[str, ...] = (
-    "Call", "Email", "Existing Customer", "Partner", "Public Relations", "Web Site", "Campaign",
-    "Other", "WhatsApp",
-)
-LEAD_INDUSTRY: tuple[str, ...] = (
-    "Advertising", "Aerospace", "Agriculture", "Apparel & Accessories", "Architecture",
-    "Automotive", "Banking", "Biotechnology", "Building Materials & Equipment", "Chemical",
-    "Construction", "Consulting", "Computer", "Culture", "Creative", "Defense", "Education",
-    "Electronics", "Electric Power", "Energy", "Entertainment & Leisure", "Finance",
-    "Food & Beverage", "Grocery", "Healthcare", "Hospitality", "Insurance", "Legal",
-    "Manufacturing", "Mass Media", "Marketing", "Mining", "Music", "Publishing", "Petroleum",
-    "Real Estate", "Retail", "Service", "Sports", "Software", "Support", "Shipping", "Travel",
-    "Technology", "Telecommunications", "Television", "Transportation",
-    "Testing, Inspection & Certification", "Venture Capital", "Wholesale", "Water",
-)
+from maxcore.leads import INDUSTRY_OPTIONS, SOURCE_OPTIONS, STATUS_OPTIONS
+
+# The core's reference options are EspoCRM 8.3's (the embedded CRM follows them too),
+# with "WhatsApp" last in source, as custom/.../entityDefs/Lead.json appends it.
+LEAD_STATUS: tuple[str, ...] = STATUS_OPTIONS
+LEAD_SOURCE: tuple[str, ...] = SOURCE_OPTIONS
+LEAD_INDUSTRY: tuple[str, ...] = INDUSTRY_OPTIONS
 LEAD_OPTIONS: dict[str, tuple[str, ...]] = {
     "status": LEAD_STATUS,
     "source": LEAD_SOURCE,
