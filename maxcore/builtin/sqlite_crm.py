@@ -7,15 +7,15 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ..connectors import ConnectorBase, ConnectorContext, LeadQuery
+from ..connectors import ConnectorContext, LeadQuery
 from ..errors import ToolError
 from ..leads import DEFAULT_OPTIONS
-from ..types import Health, Lead, Record, UpsertResult
+from ..types import Lead, Record, UpsertResult
+from .sqlite_db import SqliteConnector
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leads (
@@ -58,32 +58,18 @@ class SqliteCRMConfig:
     entities: tuple[str, ...] = ("DiagnosticIA", "MissionMAX")
 
 
-class SqliteCRM(ConnectorBase):
+class SqliteCRM(SqliteConnector):
     """Leads in ``<data_dir>/crm.sqlite3`` (or ``path``); browsable with any SQLite tool."""
 
     name = "sqlite"
     Config = SqliteCRMConfig
 
+    default_file = "crm.sqlite3"
+    schema = SCHEMA
+
     def __init__(self, config: SqliteCRMConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
-        from .sqlite_db import SqliteDB
-
-        path = Path(config.path) if config.path else context.data_dir / "crm.sqlite3"
-        self.db = SqliteDB(path, SCHEMA)
         self.entities = tuple(config.entities)
-
-    async def open(self) -> None:
-        self.db.open()
-
-    async def close(self) -> None:
-        self.db.close()
-
-    async def health(self) -> Health:
-        try:
-            await self.db.fetchall("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return Health.down(f"cannot query {self.db.path}: {exc}")
-        return Health.ok(str(self.db.path))
 
     def options(self) -> Mapping[str, Sequence[str]]:
         return DEFAULT_OPTIONS

@@ -7,7 +7,10 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
+
+from ..connectors import ConnectorBase, ConnectorContext
+from ..types import Health
 
 T = TypeVar("T")
 
@@ -65,3 +68,33 @@ class SqliteDB:
 
     async def execute(self, sql: str, params: Any = ()) -> int:
         return await self.run(lambda conn: conn.execute(sql, params).rowcount)
+
+
+class SqliteConnector(ConnectorBase):
+    """Base of the embedded SQLite connectors: one database file, shared by tenants.
+
+    The file is ``config.path`` or ``<data_dir>/<default_file>``; every row carries
+    the tenant, and every query of a subclass filters on it.
+    """
+
+    default_file: ClassVar[str] = "maxcore.sqlite3"
+    schema: ClassVar[str] = ""
+
+    def __init__(self, config: Any, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        configured = getattr(config, "path", None)
+        path = Path(configured) if configured else context.data_dir / self.default_file
+        self.db = SqliteDB(path, self.schema)
+
+    async def open(self) -> None:
+        self.db.open()
+
+    async def close(self) -> None:
+        self.db.close()
+
+    async def health(self) -> Health:
+        try:
+            await self.db.fetchall("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return Health.down(f"cannot query {self.db.path}: {exc}")
+        return Health.ok(str(self.db.path))

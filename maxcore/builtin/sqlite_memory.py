@@ -7,13 +7,12 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ..connectors import ConnectorBase, ConnectorContext
-from ..types import AuditEntry, ChatTurn, Health
+from ..types import AuditEntry, ChatTurn
+from .sqlite_db import SqliteConnector
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -50,31 +49,14 @@ class SqliteMemoryConfig:
     path: str | None = None
 
 
-class SqliteMemory(ConnectorBase):
+class SqliteMemory(SqliteConnector):
     """Memory in ``<data_dir>/memory.sqlite3`` (or ``path``), every row tagged with the tenant."""
 
     name = "sqlite"
     Config = SqliteMemoryConfig
 
-    def __init__(self, config: SqliteMemoryConfig, context: ConnectorContext) -> None:
-        super().__init__(config, context)
-        from .sqlite_db import SqliteDB
-
-        path = Path(config.path) if config.path else context.data_dir / "memory.sqlite3"
-        self.db = SqliteDB(path, SCHEMA)
-
-    async def open(self) -> None:
-        self.db.open()
-
-    async def close(self) -> None:
-        self.db.close()
-
-    async def health(self) -> Health:
-        try:
-            await self.db.fetchall("SELECT 1")
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return Health.down(f"cannot query {self.db.path}: {exc}")
-        return Health.ok(str(self.db.path))
+    default_file = "memory.sqlite3"
+    schema = SCHEMA
 
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]:
         if limit <= 0:
@@ -173,6 +155,13 @@ class SqliteMemory(ConnectorBase):
             removed += conn.execute(
                 "DELETE FROM tenant_memory WHERE tenant_id = ? AND chat_id = ?", (tenant, chat_id)
             ).rowcount
+            # The audit log stays (it is the record of what was done) but no longer names
+            # the contact: its chat id becomes a hash, as the Supabase store writes it.
+            conn.execute(
+                "UPDATE max_logs SET details = json_set(json_remove(details, '$.chat_id'), "
+                "'$.chat_hash', ?) WHERE tenant_id = ? AND json_extract(details, '$.chat_id') = ?",
+                (hash_chat_id(chat_id), tenant, chat_id),
+            )
             return removed
 
         return await self.db.transaction(work)

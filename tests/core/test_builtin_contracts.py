@@ -28,3 +28,19 @@ class TestOfflineLLM(LLMContract):
     @pytest.fixture
     def make_llm(self, tmp_path: Path):
         return lambda tenant: OfflineLLM(OfflineConfig(), context_for(tenant, tmp_path))
+
+
+async def test_sqlite_forget_pseudonymises_the_audit_log(tmp_path: Path):
+    from maxcore import AuditEntry
+    from maxcore.builtin.sqlite_memory import hash_chat_id
+
+    memory = SqliteMemory(SqliteMemoryConfig(), context_for("acme", tmp_path))
+    await memory.open()
+    try:
+        await memory.audit(AuditEntry(action="reply_sent", details={"chat_id": "33612345678@c.us"}))
+        await memory.audit(AuditEntry(action="reply_sent", details={"chat_id": "other@c.us"}))
+        await memory.forget("33612345678@c.us")
+        details = [entry.details for entry in await memory.audit_log()]
+    finally:
+        await memory.close()
+    assert details == [{"chat_hash": hash_chat_id("33612345678@c.us")}, {"chat_id": "other@c.us"}]
