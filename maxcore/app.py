@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from loguru import logger
@@ -26,7 +26,7 @@ from .runtime import Runtime
 RETRY_AFTER_STOPPING = "10"
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
@@ -80,7 +80,7 @@ async def webhook(request: Request) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     hook_request = WebhookRequest(headers=headers, body=body, query=dict(request.query_params))
     tenants = runtime.tenants
-    cls = tenants.channel_classes.get(channel_type)
+    cls: Any = tenants.channel_classes.get(channel_type)
     if cls is None:
         return _error(404, f"no tenant uses the channel {channel_type!r}")
     try:

@@ -169,14 +169,16 @@ class LLM(Connector, Protocol):
     async def complete(self, request: LLMRequest) -> LLMReply: ...
 
 
+@attrs.frozen
+class _NoSettings:
+    """The Config of a connector that takes no settings."""
+
+
 class ConnectorBase:
     """Defaults for the lifecycle methods; subclass and override what you need."""
 
     name: ClassVar[str] = ""
-
-    @attrs.frozen
-    class Config:
-        pass
+    Config: ClassVar[type[Any]] = _NoSettings
 
     def __init__(self, config: Any, context: ConnectorContext) -> None:
         self.config = config

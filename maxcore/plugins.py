@@ -92,7 +92,7 @@ class Hooks:
         """Call a ``register_*`` hook and say which plugin returned what."""
         out: list[tuple[str, list[Any]]] = []
         for impl in self._impls(hook_name):
-            result = impl.function()
+            result: Any = impl.function()
             out.append((impl.plugin_name, list(result or [])))
         return out
 

@@ -2,7 +2,7 @@
 # One command that sets everything up and runs the whole test suite:
 # Python venv with maxcore and every plugin under plugins/, the Debian packages the
 # real-server tests use (PostgreSQL, nginx, MariaDB, Chromium; installed when running
-# as root and missing), ruff, then pytest. Extra arguments go to pytest.
+# as root and missing), ruff and mypy, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -37,6 +37,8 @@ done
 .venv/bin/python -m pip install --quiet "${targets[@]}"
 
 .venv/bin/ruff check .
+# Type-check the core and every plugin's package.
+.venv/bin/mypy maxcore plugins/*/maxcore_*
 set +e
 .venv/bin/pytest "$@"
 status=$?

@@ -176,7 +176,8 @@ def retry_command(
             fail(f"message {message_id} is {row['state']}; only dead messages are retried")
         count = conn.execute(update + " WHERE id = ? AND state = 'dead'", (now, message_id)).rowcount
     else:
-        sql, params = update + " WHERE state = 'dead'", [now]
+        sql = update + " WHERE state = 'dead'"
+        params: list[Any] = [now]
         if tenant_id:
             sql += " AND tenant = ?"
             params.append(tenant_id)

@@ -28,7 +28,7 @@ from .offline_rules import (
     has_lead_intent,
 )
 
-TEXTS = {
+TEXTS: dict[str, dict[str, Any]] = {
     "fr": {
         "created": "✅ Lead créé : {name}",
         "updated": "✅ Lead mis à jour : {name}",

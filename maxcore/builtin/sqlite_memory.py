@@ -111,7 +111,8 @@ class SqliteMemory(SqliteConnector):
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
     ) -> list[AuditEntry]:
-        clauses, params = ["tenant_id = ?"], [self.tenant]
+        clauses: list[str] = ["tenant_id = ?"]
+        params: list[Any] = [self.tenant]
         if since is not None:
             clauses.append("created_at >= ?")
             params.append(since)

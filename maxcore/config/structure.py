@@ -98,11 +98,13 @@ def _walk(exc: BaseException, path: str, cls: Any) -> Any:
         for sub in without:
             yield from _walk(sub, path, exc.cl)
     elif isinstance(exc, IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            yield from _walk(sub, join(path, note.index), None)
-        for sub in without:
+        items, loose = exc.group_exceptions()
+        for sub, item in items:
+            # IterableValidationNote subclasses str: its `index` attribute shadows str.index.
+            yield from _walk(sub, join(path, int(item.index)), None)  # type: ignore[call-overload]
+        for sub in loose:
             yield from _walk(sub, path, None)
+        return
     elif isinstance(exc, ForbiddenExtraKeysError):
         allowed = ", ".join(a.name for a in attrs.fields(exc.cl)) if attrs.has(exc.cl) else ""
         for key in sorted(exc.extra_fields):

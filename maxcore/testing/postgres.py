@@ -233,7 +233,7 @@ def apply_sql_files(dsn: str, paths: list[Path]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for path in paths:
             with conn.transaction():
-                conn.execute(path.read_text())  # type: ignore[arg-type] - trusted local file
+                conn.execute(path.read_text())  # type: ignore[arg-type]  # trusted local file
 
 
 def prepare_supabase_database(cluster: PostgresCluster, name: str,
@@ -247,7 +247,7 @@ def prepare_supabase_database(cluster: PostgresCluster, name: str,
 
     dsn = cluster.create_database(name)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SUPABASE_BOOTSTRAP_SQL)  # type: ignore[arg-type] - constant
+        conn.execute(SUPABASE_BOOTSTRAP_SQL)  # type: ignore[arg-type]  # a constant
     if migrations_dir is not None:
         apply_sql_files(dsn, sorted(migrations_dir.glob("*.sql")))
     return dsn

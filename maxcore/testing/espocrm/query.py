@@ -185,9 +185,9 @@ def matches(record: Mapping[str, Any], item: Mapping[str, Any]) -> bool:
     if kind == "notEquals":
         return wanted is not None and bool(present) and _fold(wanted) not in present
     if kind == "in":
-        return any(_fold(w) in present for w in wanted)
+        return any(_fold(w) in present for w in wanted or ())
     if kind == "notIn":
-        return bool(present) and not any(_fold(w) in present for w in wanted)
+        return bool(present) and not any(_fold(w) in present for w in wanted or ())
     needle = _fold(str(wanted or ""))
     if kind == "contains":
         return any(isinstance(v, str) and needle in v for v in present)

@@ -42,7 +42,7 @@ def health_fix(exc: BaseException, mode: str) -> str:
 
 
 def is_retryable_code(code: str | None) -> bool:
-    return bool(code) and (code in _RETRYABLE_STATUSES or code.startswith(_RETRYABLE_PREFIXES))
+    return code is not None and (code in _RETRYABLE_STATUSES or code.startswith(_RETRYABLE_PREFIXES))
 
 
 def translate(exc: BaseException, what: str) -> MaxcoreError:

@@ -18,6 +18,7 @@ dropped (idle HTTP/2 connections do) is safely re-sent once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import uuid
@@ -29,6 +30,7 @@ import attrs
 import httpx
 from loguru import logger
 from postgrest import APIError
+from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from maxcore.config.models import http_url, in_range, non_empty
@@ -203,10 +205,15 @@ class SupabaseMemory(ConnectorBase):
             f"write to {table}",
             lambda: self._api().table(table).upsert(
                 rows, on_conflict=on_conflict, ignore_duplicates=ignore_duplicates,
-                returning="minimal",
+                returning=ReturnMethod.minimal,
             ).execute(),
             idempotent=True,
         )
+
+    def _read_page(self, table: str, columns: str, refine: Callable[[Any], Any], offset: int,
+                   size: int) -> Any:
+        query = refine(self._scoped(table, lambda t: t.select(columns)))
+        return query.range(offset, offset + size - 1).execute()
 
     async def _select_all(self, table: str, columns: str, refine: Callable[[Any], Any],
                           limit: int) -> list[dict[str, Any]]:
@@ -215,8 +222,8 @@ class SupabaseMemory(ConnectorBase):
         while len(out) < limit:
             size = min(PAGE, limit - len(out))
             offset = len(out)
-            page = await self._call(f"read {table}", lambda s=size, o=offset: refine(
-                self._scoped(table, lambda t: t.select(columns))).range(o, o + s - 1).execute())
+            page = await self._call(f"read {table}", functools.partial(
+                self._read_page, table, columns, refine, offset, size))
             out.extend(page.data)
             if len(page.data) < size:
                 break
@@ -294,11 +301,16 @@ class SupabaseMemory(ConnectorBase):
                         updated_at=_iso(datetime.now(UTC).timestamp()))
         await self._upsert("processed_messages", [row], "tenant_id,key")
 
+    def _erase_chat(self, table: str, chat_id: str) -> Any:
+        return self._scoped(
+            table, lambda q: q.delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
+        ).eq("chat_id", chat_id).execute()
+
     async def forget(self, chat_id: str) -> int:
         removed = 0
         for table in ("tenant_memory", "sessions"):
-            done = await self._call(f"erase from {table}", lambda t=table: self._scoped(
-                t, lambda q: q.delete(count="exact", returning="minimal")).eq("chat_id", chat_id).execute())
+            done = await self._call(f"erase from {table}", functools.partial(
+                self._erase_chat, table, chat_id))
             removed += done.count or 0
         self._log.info("[SUPABASE] forgot chat {} ({} rows)", hash_chat_id(chat_id), removed)
         return removed
@@ -307,6 +319,11 @@ class SupabaseMemory(ConnectorBase):
         out: list[dict[str, Any]] = []
         for table in TABLES:
             order = "seq" if table == "max_logs" else ("chat_id" if table != "processed_messages" else "key")
-            rows = await self._select_all(table, "*", lambda q, o=order: q.order(o), MAX_EXPORT_ROWS)
+            rows = await self._select_all(
+                table, "*", functools.partial(_ordered, column=order), MAX_EXPORT_ROWS)
             out.extend({"table": table, **row} for row in rows)
         return out
+
+
+def _ordered(query: Any, column: str) -> Any:
+    return query.order(column)
