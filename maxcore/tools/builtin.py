@@ -32,6 +32,11 @@ async def upsert_lead(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     result = await ctx.crm.upsert_lead(lead)
     action = "lead_created" if result.created else "lead_updated"
     await ctx.audit(action, {"lead_id": result.lead.id, "lead": result.lead.as_dict()})
+    # The conversation remembers the lead it last worked on, so a follow-up ("add his
+    # e-mail: ...") reaches the same record; it is in the prompt of the next messages.
+    await ctx.memory.remember(ctx.message.chat_id, "last_lead", {
+        "id": result.lead.id, "name": result.lead.full_name or result.lead.company,
+    })
     return {"status": "created" if result.created else "updated", "lead": result.lead.as_dict()}
 
 

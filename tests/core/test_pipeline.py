@@ -52,6 +52,8 @@ async def test_tool_loop_creates_lead_and_feeds_result_back(runtime, script):
     assert len(await crm.search_leads(LeadQuery(email="jean@dupont.fr"))) == 1
     actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
     assert "lead_created" in actions and "reply_sent" in actions and "llm_call" in actions
+    facts = await runtime.tenant("acme").memory.facts("chat-1")
+    assert facts["last_lead"]["name"] == "Jean Dupont" and facts["last_lead"]["id"] == lead["id"]
 
 
 async def test_bad_arguments_become_a_tool_error_the_model_sees(runtime, script):
