@@ -40,7 +40,7 @@ done
 # Type-check the core and every plugin's package (not their *.egg-info folders).
 packages=(maxcore)
 for package in plugins/*/maxcore_*/; do
-  [ -f "$package/__init__.py" ] && packages+=("${package%/}")
+  if [ -f "$package/__init__.py" ]; then packages+=("${package%/}"); fi
 done
 .venv/bin/mypy "${packages[@]}"
 set +e
