@@ -102,6 +102,10 @@ class GroupCommitter:
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The commit running in a worker thread: close() waits for it, since closing the
+        # connection under a running statement crashes the process.
+        self._inflight: asyncio.Future[list[Any]] | None = None
+        self._batch: Sequence[_Op] = ()
         self.batches = 0
         self.largest_batch = 0
 
@@ -137,9 +141,11 @@ class GroupCommitter:
                 batch, self._ops = self._ops, []
                 self.batches += 1
                 self.largest_batch = max(self.largest_batch, len(batch))
+                self._batch = batch
+                self._inflight = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
                 try:
                     # Shielded: a commit that started finishes even if the loop is cancelled.
-                    results = await asyncio.shield(asyncio.to_thread(self._apply, batch))
+                    results = await asyncio.shield(self._inflight)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - reported to every waiter
@@ -164,6 +170,25 @@ class GroupCommitter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await asyncio.wait({inflight})
+            failed = inflight.cancelled() or inflight.exception() is not None
+            results = [None] * len(self._batch) if failed else inflight.result()
+            for op, result in zip(self._batch, results, strict=True):
+                if op.future.done():
+                    continue
+                if failed:
+                    op.future.set_exception(InboxUnavailable("the inbox is closed"))
+                    continue
+                # Committed, but the loop that hands out results was stopped first.
+                if op.on_commit is not None:
+                    op.on_commit(result)
+                op.future.set_result(result)
+        for op in self._ops:
+            if not op.future.done():
+                op.future.set_exception(InboxUnavailable("the inbox is closed"))
+        self._ops = []
 
 
 class SqliteInbox(WorkScheduler):

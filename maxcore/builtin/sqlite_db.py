@@ -35,9 +35,12 @@ class SqliteDB:
         self._conn = conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        # Under the lock: closing a connection while a worker thread runs a statement on
+        # it crashes the process.
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
