@@ -324,7 +324,7 @@ class SqliteInbox(WorkScheduler):
             # Runs right after COMMIT, in commit order: the queue order is the id order.
             if row_id is not None:
                 entry.append(Entry(row_id, message))
-                self._enqueue(entry[0])
+                self._accept(entry[0])
 
         await writer.write(insert, enqueue)
         return entry[0] if entry else None

@@ -167,6 +167,14 @@ class WorkScheduler:
         self._check_open()
         return await self._store_add(message) is not None
 
+    def _accept(self, entry: Entry) -> None:
+        """A new message is stored: say so (before any worker starts on it), then queue it."""
+        message = entry.message
+        logger.bind(tenant=message.tenant, message_id=message.message_id).info(
+            "[PIPELINE] message accepted from chat {} (inbox #{})", message.chat_id, entry.id
+        )
+        self._enqueue(entry)
+
     def _enqueue(self, entry: Entry) -> None:
         conversation = entry.message.conversation_key
         self._queues.setdefault(conversation, collections.deque()).append(entry)
@@ -334,7 +342,7 @@ class MemoryInbox(WorkScheduler):
             self._seen.popitem(last=False)
         self._next_id += 1
         entry = Entry(self._next_id, message)
-        self._enqueue(entry)
+        self._accept(entry)
         return entry
 
     async def _store_done(self, entry: Entry) -> None:

@@ -183,10 +183,11 @@ class Runtime:
         if message.tenant not in self.tenants.by_id:
             raise WebhookError(404, f"unknown tenant {message.tenant!r}")
         accepted = await self.inbox.submit(message)
-        logger.bind(tenant=message.tenant, message_id=message.message_id).info(
-            "[PIPELINE] message {} from chat {}",
-            "accepted" if accepted else "already received (duplicate ignored)", message.chat_id,
-        )
+        if not accepted:
+            logger.bind(tenant=message.tenant, message_id=message.message_id).info(
+                "[PIPELINE] message already received from chat {}: duplicate ignored",
+                message.chat_id,
+            )
         return accepted
 
     async def handle(self, message: InboundMessage) -> PipelineResult:
