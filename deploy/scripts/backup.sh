@@ -21,7 +21,9 @@ Usage: $(basename "$0") [--dest DIR] [--keep N] [--max-age DAYS] [--dry-run] [--
 Each run creates DIR/maxcore-YYYYmmddTHHMMSSZ/ with:
   mariadb.sql.gz         mariadb-dump --single-transaction of \$MARIADB_DATABASE
   espocrm-html.tar.gz    the EspoCRM volume (${ESPOCRM_HTML_DIR})
-  maxcore-data.tar.gz    the maxcore data volume (${MAXCORE_DATA_PATH})
+  maxcore-data.tar.gz    the maxcore data volume (${MAXCORE_DATA_PATH}); its live SQLite
+                         databases (inbox, embedded stores) copied with SQLite's online
+                         backup, so they are consistent while maxcore runs
   maxcore-config.tar.gz  the maxcore configuration (${MAXCORE_CONFIG_PATH})
   MANIFEST, SHA256SUMS   what and when; checksums verified by restore.sh
 
@@ -53,7 +55,7 @@ if [ "$DRY_RUN" = 1 ]; then
   log "dry run: would write $final"
   in_service mariadb sh -c "$MARIADB_DUMP"
   in_service espocrm tar -C "$ESPOCRM_HTML_DIR" -czf - .
-  in_service maxcore tar -C "$MAXCORE_DATA_PATH" -czf - .
+  in_service maxcore python3 -c "<sqlite-aware tar of the data volume>" "$MAXCORE_DATA_PATH"
   in_service maxcore tar -C "$MAXCORE_CONFIG_PATH" -czf - .
   log "dry run: would keep the $keep newest backups and delete those older than $max_age days"
   exit 0
@@ -73,6 +75,40 @@ mkdir -p "$dest"
 mkdir "$work"
 
 # capture PART COMMAND...: stream a service's output into PART, refusing an empty result.
+# The maxcore data volume holds live SQLite databases in WAL mode (the inbox, the embedded
+# stores): a plain tar can catch a file mid-write and leaves the recent pages in the -wal
+# file. This writes the volume as tar.gz on stdout with each database copied through
+# SQLite's online backup API (consistent, WAL folded in) and -wal/-shm files left out.
+SQLITE_SNAPSHOT_PY='
+import os, sqlite3, sys, tarfile, io, time
+root = sys.argv[1]
+with tarfile.open(fileobj=sys.stdout.buffer, mode="w|gz") as tar:
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        if folder != root:
+            tar.add(folder, arcname=os.path.relpath(folder, root), recursive=False)
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            arcname = os.path.relpath(path, root)
+            if name.endswith(("-wal", "-shm", "-journal")):
+                continue
+            with open(path, "rb") as handle:
+                is_db = handle.read(16) == b"SQLite format 3\x00"
+            if not is_db:
+                tar.add(path, arcname=arcname, recursive=False)
+                continue
+            source = sqlite3.connect(path, timeout=30)
+            copy = sqlite3.connect(":memory:")
+            source.backup(copy)
+            source.close()
+            data = copy.serialize()
+            copy.close()
+            info = tar.gettarinfo(path, arcname=arcname)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+'
+
 capture() {
   local part=$1
   shift
@@ -92,7 +128,7 @@ capture mariadb.sql.gz dump_database
 gzip -dc "$work/mariadb.sql.gz" | tail -n 1 | grep -q '^-- Dump completed' \
   || die "mariadb.sql.gz is truncated (no '-- Dump completed' line)"
 capture espocrm-html.tar.gz in_service espocrm tar -C "$ESPOCRM_HTML_DIR" -czf - .
-capture maxcore-data.tar.gz in_service maxcore tar -C "$MAXCORE_DATA_PATH" -czf - .
+capture maxcore-data.tar.gz in_service maxcore python3 -c "$SQLITE_SNAPSHOT_PY" "$MAXCORE_DATA_PATH"
 capture maxcore-config.tar.gz in_service maxcore tar -C "$MAXCORE_CONFIG_PATH" -czf - .
 
 {
