@@ -43,6 +43,7 @@ from .types import (
     UpsertResult,
     Usage,
     Veto,
+    hash_chat_id,
 )
 
 __all__ = [
@@ -51,5 +52,5 @@ __all__ = [
     "Lead", "LeadQuery", "MaxcoreError", "Media", "Memory", "OutboundMessage",
     "PermanentError", "Record", "RetryableError", "Role", "SendResult", "ToolCall",
     "ToolError", "ToolSpec", "UpsertResult", "Usage", "Veto", "WebhookError", "WebhookRequest",
-    "__version__", "hookimpl",
+    "__version__", "hash_chat_id", "hookimpl",
 ]

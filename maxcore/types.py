@@ -7,6 +7,7 @@ pipeline changes it under its feet, and ``attrs.evolve`` makes modified copies.
 from __future__ import annotations
 
 import enum
+import hashlib
 import time
 import uuid
 from collections.abc import Mapping
@@ -231,6 +232,11 @@ class Health:
     @classmethod
     def down(cls, reason: str) -> Health:
         return cls(HealthStatus.DOWN, reason)
+
+
+def hash_chat_id(chat_id: str) -> str:
+    """What the audit log keeps instead of a chat id once a contact is pseudonymised."""
+    return "sha256:" + hashlib.sha256(chat_id.encode()).hexdigest()[:32]
 
 
 @attrs.frozen

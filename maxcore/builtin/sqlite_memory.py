@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -11,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from ..types import AuditEntry, ChatTurn
+from ..types import AuditEntry, ChatTurn, hash_chat_id
 from .sqlite_db import SqliteConnector
 
 SCHEMA = """
@@ -39,9 +38,6 @@ CREATE TABLE IF NOT EXISTS processed_messages (
 );
 """
 
-
-def hash_chat_id(chat_id: str) -> str:
-    return "sha256:" + hashlib.sha256(chat_id.encode()).hexdigest()[:32]
 
 
 @attrs.frozen

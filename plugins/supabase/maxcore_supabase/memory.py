@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,7 +35,7 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from maxcore.config.models import http_url, in_range, non_empty
 from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import MaxcoreError
-from maxcore.types import AuditEntry, ChatTurn, Health
+from maxcore.types import AuditEntry, ChatTurn, Health, hash_chat_id
 
 from .errors import APPLY_MIGRATIONS, health_fix, translate
 from .tokens import TenantTokens
@@ -64,11 +63,6 @@ def rls_problems(status: Any) -> list[str]:
         elif not entry.get("policies"):
             problems.append(f"{table}: no policy")
     return problems
-
-
-def hash_chat_id(chat_id: str) -> str:
-    """What the audit log keeps instead of a chat id (same form as the sqlite store)."""
-    return "sha256:" + hashlib.sha256(chat_id.encode()).hexdigest()[:32]
 
 
 def _iso(epoch: float) -> str:
