@@ -7,9 +7,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from loguru import logger
@@ -21,6 +21,7 @@ from .logs import setup_logging
 from .plugins import PluginSet, load_plugins
 
 DEFAULT_CONFIG = "./config"
+T = TypeVar("T")
 _PLUGINS: PluginSet | None = None
 
 
@@ -56,6 +57,23 @@ def build_runtime(config_dir: Path, **kwargs: Any) -> Any:
              "nothing was started")
     except MaxcoreError as exc:
         fail(str(exc))
+
+
+def run_on(connector: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open ``connector``, run ``work(connector)``, close it; a MaxcoreError ends the command."""
+
+    async def run() -> T:
+        await connector.open()
+        try:
+            return await work(connector)
+        finally:
+            await connector.close()
+
+    try:
+        return asyncio.run(run())
+    except MaxcoreError as exc:
+        fail(str(exc))
+        raise AssertionError("unreachable") from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,19 +211,7 @@ def leads(config_dir: Path, tenant_id: str, limit: int, as_json: bool) -> None:
     """List a tenant's leads from its CRM."""
     setup_logging("WARNING")
     runtime = build_runtime(config_dir, tenant_ids=[tenant_id])
-    crm = runtime.tenant(tenant_id).crm
-
-    async def fetch() -> list[Any]:
-        await crm.open()
-        try:
-            return await crm.list_leads(limit=limit)
-        finally:
-            await crm.close()
-
-    try:
-        found = asyncio.run(fetch())
-    except MaxcoreError as exc:
-        fail(str(exc))
+    found = run_on(runtime.tenant(tenant_id).crm, lambda crm: crm.list_leads(limit=limit))
     if as_json:
         click.echo(json.dumps([lead.as_dict() for lead in found], indent=2, ensure_ascii=False))
         return

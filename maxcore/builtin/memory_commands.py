@@ -8,21 +8,14 @@ erasure itself is audited with a *hashed* chat id (never the raw one).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import MaxcoreError
 from ..hookspecs import hookimpl
-from ..types import AuditEntry
-
-
-def hash_chat_id(chat_id: str) -> str:
-    return "sha256:" + hashlib.sha256(chat_id.encode()).hexdigest()[:32]
+from ..types import AuditEntry, hash_chat_id
 
 
 def _memory_of(config_dir: Path, tenant_id: str) -> Any:
@@ -32,21 +25,10 @@ def _memory_of(config_dir: Path, tenant_id: str) -> Any:
     return runtime.tenant(tenant_id).memory
 
 
-async def _with_memory(memory: Any, work: Any) -> Any:
-    await memory.open()
-    try:
-        return await work(memory)
-    finally:
-        await memory.close()
-
-
 def _run(memory: Any, work: Any) -> Any:
-    from ..cli import fail
+    from ..cli import run_on
 
-    try:
-        return asyncio.run(_with_memory(memory, work))
-    except MaxcoreError as exc:
-        fail(str(exc))
+    return run_on(memory, work)
 
 
 @hookimpl

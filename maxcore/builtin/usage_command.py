@@ -8,7 +8,6 @@ sums them per model, which is what an operator multiplies by the price list.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -20,7 +19,6 @@ from typing import Any
 import attrs
 import click
 
-from ..errors import MaxcoreError
 from ..hookspecs import hookimpl
 from ..types import AuditEntry
 
@@ -91,25 +89,16 @@ def summarise(entries: Iterable[AuditEntry]) -> list[ModelUsage]:
 def usage(config_dir: Path, tenant_id: str, since: str, as_json: bool) -> None:
     """Sum a tenant's model tokens (prompt, completion) per model since a moment."""
     # The CLI module imports the plugins, which import this module: import it late.
-    from ..cli import build_runtime, fail
+    from ..cli import build_runtime, run_on
     from ..logs import setup_logging
 
     setup_logging("WARNING")
     start = parse_since(since)
     runtime = build_runtime(config_dir, tenant_ids=[tenant_id])
-    memory = runtime.tenant(tenant_id).memory
-
-    async def read() -> list[AuditEntry]:
-        await memory.open()
-        try:
-            return await memory.audit_log(since=start, action="llm_call", limit=MAX_ROWS)
-        finally:
-            await memory.close()
-
-    try:
-        entries = asyncio.run(read())
-    except MaxcoreError as exc:
-        fail(str(exc))
+    entries: list[AuditEntry] = run_on(
+        runtime.tenant(tenant_id).memory,
+        lambda memory: memory.audit_log(since=start, action="llm_call", limit=MAX_ROWS),
+    )
     rows = summarise(entries)
     period = datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds")
     if as_json:
