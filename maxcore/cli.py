@@ -130,6 +130,7 @@ def check(config_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins_command(as_json: bool) -> None:
     """List the loaded plugins and what each provides."""
+    plugins().describe_commands()
     infos = sorted(plugins().infos.values(), key=lambda i: (not i.builtin, i.name))
     if as_json:
         click.echo(json.dumps([info.as_dict() for info in infos], indent=2))

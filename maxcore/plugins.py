@@ -281,9 +281,6 @@ class PluginSet:
                     self.connectors[kind][cls.name] = cls
                     if plugin_name in self.infos:
                         self.infos[plugin_name].connectors.setdefault(kind, []).append(cls.name)
-        for plugin_name, commands in self.hooks.commands_by_plugin():
-            if plugin_name in self.infos:
-                self.infos[plugin_name].commands = commands
         for plugin_name, tools in self.hooks.register_tools():
             for tool in tools:
                 if tool.name in self.tools:
@@ -294,6 +291,13 @@ class PluginSet:
                 self.tools[tool.name] = attrs.evolve(tool, plugin=plugin_name)
                 if plugin_name in self.infos:
                     self.infos[plugin_name].tools.append(tool.name)
+
+    def describe_commands(self) -> None:
+        """Fill ``PluginInfo.commands`` (for ``maxcore plugins`` only: it builds every
+        plugin's click commands, which serving never needs)."""
+        for plugin_name, commands in self.hooks.commands_by_plugin():
+            if plugin_name in self.infos:
+                self.infos[plugin_name].commands = commands
 
     def connector_class(self, kind: str, name: str) -> type | None:
         return self.connectors[kind].get(name)
