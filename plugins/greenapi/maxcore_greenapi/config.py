@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from attrs.validators import optional
 
 from maxcore.config import FieldValueError, http_url, in_range, non_empty, one_of
 
@@ -27,16 +28,6 @@ def _strip_slash(value: Any) -> Any:
     return value.rstrip("/") if isinstance(value, str) else value
 
 
-def _optional_range(low: int, high: int) -> Any:
-    check = in_range(low, high)
-
-    def optional(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-        if value is not None:
-            check(instance, attribute, value)
-
-    return optional
-
-
 @attrs.frozen
 class GreenApiConfig:
     """Settings of one tenant's Green-API instance.
@@ -51,8 +42,8 @@ class GreenApiConfig:
     api_url: str = attrs.field(default=DEFAULT_API_URL, converter=_strip_slash, validator=http_url)
     mode: str = attrs.field(default="webhook", validator=one_of("webhook", "polling"))
     ignore_groups: bool = True
-    send_delay_ms: int | None = attrs.field(default=None, validator=_optional_range(500, 600_000))
-    typing_time_ms: int | None = attrs.field(default=None, validator=_optional_range(1000, 20_000))
+    send_delay_ms: int | None = attrs.field(default=None, validator=optional(in_range(500, 600_000)))
+    typing_time_ms: int | None = attrs.field(default=None, validator=optional(in_range(1000, 20_000)))
     link_preview: bool | None = None
     quote_replies: bool = False
     receive_timeout_s: int = attrs.field(default=20, validator=in_range(5, 60))
