@@ -1,80 +1,89 @@
 #!/usr/bin/env bash
-# Back up the maxcore stack: the MariaDB database (consistent dump, --single-transaction),
-# the EspoCRM volume (/var/www/html: data/, custom/, config), maxcore's data volume
-# (SQLite inbox and embedded stores) and its configuration. One timestamped directory
-# per run, every file checksummed (SHA256SUMS), old backups rotated by count and age.
-# Exits non-zero on any failure and leaves no half-written backup behind.
+# Back up the maxcore stack into an encrypted restic repository (and its off-site copy):
+# the MariaDB database (consistent dump, --single-transaction), the EspoCRM volume
+# (data/, custom/, config; not data/cache), maxcore's data volume (SQLite inbox and
+# embedded stores, copied with SQLite's online backup while maxcore runs), deploy/config,
+# and the host files a rebuild of this machine needs (.env.production, maxcore.env, the
+# Origin Certificate and its key). Every part is checksummed (SHA256SUMS) before it
+# enters the repository; old snapshots are forgotten by the retention policy.
+# Exits non-zero on any failure; nothing half-written enters the repository.
+#
+# Why restic: encryption (AES-256, the password never leaves this host), deduplication
+# (a daily backup of mostly unchanged volumes costs little), off-site backends (sftp, S3,
+# B2, rclone...), `restic copy` between repositories and `restic check`.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") [--dest DIR] [--keep N] [--max-age DAYS] [--dry-run] [--help]
+Usage: $(basename "$0") [--staging DIR] [--dry-run] [--help]
 
-  --dest DIR      where backups go (default \$BACKUP_DIR or /var/backups/maxcore)
-  --keep N        keep the N newest backups (default \$BACKUP_KEEP or 14; 0 = no limit)
-  --max-age DAYS  also delete backups older than DAYS (default \$BACKUP_MAX_AGE_DAYS or 30; 0 = never)
-  --dry-run       print what would run, change nothing
-  --help          this text
+  --staging DIR  where the parts are assembled before restic reads them
+                 (default \$BACKUP_STAGING or /var/tmp; removed afterwards)
+  --dry-run      print what would run, change nothing
+  --help         this text
 
-Each run creates DIR/maxcore-YYYYmmddTHHMMSSZ/ with:
+Repository: RESTIC_REPOSITORY / RESTIC_PASSWORD of $ENV_FILE (created on first use);
+off-site copy: RESTIC_OFFSITE_REPOSITORY / RESTIC_OFFSITE_PASSWORD (when set).
+Retention: \$RESTIC_FORGET_ARGS (default: $DEFAULT_FORGET_ARGS).
+Each snapshot (tag maxcore) holds:
   mariadb.sql.gz         mariadb-dump --single-transaction of \$MARIADB_DATABASE
-  espocrm-html.tar.gz    the EspoCRM volume (${ESPOCRM_HTML_DIR})
-  maxcore-data.tar.gz    the maxcore data volume (${MAXCORE_DATA_PATH}); its live SQLite
-                         databases (inbox, embedded stores) copied with SQLite's online
-                         backup, so they are consistent while maxcore runs
-  maxcore-config.tar.gz  the maxcore configuration (${MAXCORE_CONFIG_PATH})
+  espocrm-html.tar.gz    the EspoCRM volume (${ESPOCRM_HTML_DIR}) without data/cache
+  maxcore-data.tar.gz    the maxcore data volume (${MAXCORE_DATA_PATH})
+  maxcore-config.tar.gz  $MAXCORE_CONFIG_DIR
+  host-files.tar.gz      .env.production, maxcore.env, origin.pem, origin.key
   MANIFEST, SHA256SUMS   what and when; checksums verified by restore.sh
-
+Prints the snapshot id on success. List them: restic snapshots (with the same env).
 Stack commands go through \$COMPOSE (now: ${COMPOSE}).
 USAGE
 }
 
-dest=${BACKUP_DIR:-/var/backups/maxcore}
-keep=${BACKUP_KEEP:-14}
-max_age=${BACKUP_MAX_AGE_DAYS:-30}
+DEFAULT_FORGET_ARGS="--keep-daily 14 --keep-weekly 8 --keep-monthly 12"
+staging_root=${BACKUP_STAGING:-/var/tmp}
 while [ $# -gt 0 ]; do
   case $1 in
-    --dest) dest=${2:?--dest needs a directory}; shift 2 ;;
-    --keep) keep=${2:?--keep needs a number}; shift 2 ;;
-    --max-age) max_age=${2:?--max-age needs a number of days}; shift 2 ;;
+    --staging) staging_root=${2:?--staging needs a directory}; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
-[[ $keep =~ ^[0-9]+$ ]] || die "--keep must be a whole number, got: $keep"
-[[ $max_age =~ ^[0-9]+$ ]] || die "--max-age must be a whole number of days, got: $max_age"
+read -r -a forget_args <<< "${RESTIC_FORGET_ARGS:-$DEFAULT_FORGET_ARGS}"
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-final=$dest/maxcore-$stamp
-work=$dest/.maxcore-$stamp.partial
+
+# The EspoCRM volume is live: GNU tar exits 1 when a file changed while it was read
+# (logs, sessions), which is not a failure of the backup; 2 is. data/cache is rebuilt.
+# shellcheck disable=SC2016 # expanded by the container's shell
+TAR_LIVE_VOLUME='tar -C "$1" --exclude=./data/cache --warning=no-file-changed --warning=no-file-removed -czf - . ; status=$?; [ "$status" -le 1 ] || exit "$status"'
 
 if [ "$DRY_RUN" = 1 ]; then
-  log "dry run: would write $final"
+  log "dry run: would assemble the backup in $staging_root and store it with restic"
   in_service mariadb sh -c "$MARIADB_DUMP"
-  in_service espocrm tar -C "$ESPOCRM_HTML_DIR" -czf - .
+  in_service espocrm sh -c "$TAR_LIVE_VOLUME" sh "$ESPOCRM_HTML_DIR"
   in_service maxcore python3 -c "<sqlite-aware tar of the data volume>" "$MAXCORE_DATA_PATH"
-  in_service maxcore tar -C "$MAXCORE_CONFIG_PATH" -czf - .
-  log "dry run: would keep the $keep newest backups and delete those older than $max_age days"
+  run "$RESTIC" backup --tag maxcore "$staging_root/maxcore-backup"
+  run "$RESTIC" forget --tag maxcore --group-by host,tags --prune "${forget_args[@]}"
   exit 0
 fi
 
+restic_env
+# One fixed staging path: restic then finds the previous snapshot of the same path (and
+# reads only changed files); mkdir doubles as the lock against a concurrent run.
+work=$staging_root/maxcore-backup
+mkdir "$work" 2>/dev/null || die "$work exists: another backup is running (or remove it)"
 cleanup() {
   local status=$?
+  rm -rf "$work"
   if [ $status -ne 0 ]; then
-    rm -rf "$work"
-    printf 'ERROR: backup failed (exit %s); nothing was kept in %s\n' "$status" "$dest" >&2
+    printf 'ERROR: backup failed (exit %s); no snapshot was stored\n' "$status" >&2
   fi
 }
 trap cleanup EXIT
-
+chmod 700 "$work"
 umask 077
-mkdir -p "$dest"
-mkdir "$work"
 
-# capture PART COMMAND...: stream a service's output into PART, refusing an empty result.
 # The maxcore data volume holds live SQLite databases in WAL mode (the inbox, the embedded
 # stores): a plain tar can catch a file mid-write and leaves the recent pages in the -wal
 # file. This writes the volume as tar.gz on stdout with each database copied through
@@ -109,6 +118,7 @@ with tarfile.open(fileobj=sys.stdout.buffer, mode="w|gz") as tar:
             tar.addfile(info, io.BytesIO(data))
 '
 
+# capture PART COMMAND...: stream a command's output into PART, refusing an empty result.
 capture() {
   local part=$1
   shift
@@ -123,13 +133,29 @@ dump_database() {
   in_service mariadb sh -c "$MARIADB_DUMP" | gzip -6
 }
 
+host_files() {
+  local staged=$work/.host-files name path
+  mkdir "$staged"
+  for name in "${HOST_FILES[@]}"; do
+    path=$(host_file_path "$name")
+    if [ -f "$path" ]; then
+      cp -p "$path" "$staged/$name"
+    else
+      log "backup: $path does not exist (not in host-files.tar.gz)"
+    fi
+  done
+  tar -C "$staged" -czf - .
+  rm -rf "$staged"
+}
+
 capture mariadb.sql.gz dump_database
 # A dump that stopped half-way has no completion trailer.
 gzip -dc "$work/mariadb.sql.gz" | tail -n 1 | grep -q '^-- Dump completed' \
   || die "mariadb.sql.gz is truncated (no '-- Dump completed' line)"
-capture espocrm-html.tar.gz in_service espocrm tar -C "$ESPOCRM_HTML_DIR" -czf - .
+capture espocrm-html.tar.gz in_service espocrm sh -c "$TAR_LIVE_VOLUME" sh "$ESPOCRM_HTML_DIR"
 capture maxcore-data.tar.gz in_service maxcore python3 -c "$SQLITE_SNAPSHOT_PY" "$MAXCORE_DATA_PATH"
-capture maxcore-config.tar.gz in_service maxcore tar -C "$MAXCORE_CONFIG_PATH" -czf - .
+capture maxcore-config.tar.gz tar -C "$MAXCORE_CONFIG_DIR" -czf - .
+capture host-files.tar.gz host_files
 
 {
   echo "created: $stamp"
@@ -139,22 +165,30 @@ capture maxcore-config.tar.gz in_service maxcore tar -C "$MAXCORE_CONFIG_PATH" -
   done
 } > "$work/MANIFEST"
 (cd "$work" && sha256sum "${BACKUP_PARTS[@]}" MANIFEST > SHA256SUMS)
-mv "$work" "$final"
-log "backup written: $final"
 
-# Rotation: never touches the backup just written.
-mapfile -t backups < <(find "$dest" -mindepth 1 -maxdepth 1 -type d -name 'maxcore-*' | sort -r)
-if [ "$keep" -gt 0 ] && [ "${#backups[@]}" -gt "$keep" ]; then
-  for old in "${backups[@]:$keep}"; do
-    log "rotation: removing $old (more than $keep backups)"
-    rm -rf "$old"
-  done
+# The repository is created on first use; a wrong password fails here, loudly.
+if ! "$RESTIC" cat config > /dev/null 2>&1; then
+  log "restic: initialising $RESTIC_REPOSITORY"
+  "$RESTIC" init > /dev/null
 fi
-if [ "$max_age" -gt 0 ]; then
-  while IFS= read -r old; do
-    [ "$old" = "$final" ] && continue
-    log "rotation: removing $old (older than $max_age days)"
-    rm -rf "$old"
-  done < <(find "$dest" -mindepth 1 -maxdepth 1 -type d -name 'maxcore-*' -mtime "+$max_age")
+log "restic: storing the snapshot in $RESTIC_REPOSITORY"
+snapshot=$("$RESTIC" backup --quiet --json --tag maxcore --host maxcore "$work" | grep -o '"snapshot_id":"[0-9a-f]*"' \
+  | cut -d'"' -f4)
+[ -n "$snapshot" ] || die "restic stored no snapshot"
+"$RESTIC" forget --quiet --tag maxcore --group-by host,tags --prune "${forget_args[@]}" > /dev/null
+
+if [ -n "$RESTIC_OFFSITE_REPOSITORY" ]; then
+  [ -n "$RESTIC_OFFSITE_PASSWORD" ] || die "RESTIC_OFFSITE_PASSWORD is empty in $ENV_FILE"
+  log "restic: copying $snapshot off-site to $RESTIC_OFFSITE_REPOSITORY"
+  (
+    export RESTIC_FROM_REPOSITORY=$RESTIC_REPOSITORY RESTIC_FROM_PASSWORD=$RESTIC_PASSWORD
+    export RESTIC_REPOSITORY=$RESTIC_OFFSITE_REPOSITORY RESTIC_PASSWORD=$RESTIC_OFFSITE_PASSWORD
+    if ! "$RESTIC" cat config > /dev/null 2>&1; then
+      "$RESTIC" init --copy-chunker-params > /dev/null
+    fi
+    "$RESTIC" copy --quiet "$snapshot" > /dev/null
+    "$RESTIC" forget --quiet --tag maxcore --group-by host,tags --prune "${forget_args[@]}" > /dev/null
+  ) || die "the off-site copy failed (the local snapshot $snapshot is stored)"
 fi
-echo "$final"
+log "backup stored: snapshot $snapshot"
+echo "$snapshot"

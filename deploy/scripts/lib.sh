@@ -6,14 +6,18 @@
 # (default: docker compose on deploy/docker-compose.yml with .env.production). The
 # tests point it at a stand-in that runs `exec <service> <cmd>` against local servers,
 # so the scripts under test are the shipped ones. Paths *inside* the containers are
-# variables too (ESPOCRM_HTML_DIR, MAXCORE_DATA_PATH, MAXCORE_CONFIG_PATH).
+# variables too (ESPOCRM_HTML_DIR, MAXCORE_DATA_PATH).
 
 DEPLOY_DIR=${DEPLOY_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 ENV_FILE=${ENV_FILE:-$DEPLOY_DIR/.env.production}
+# What docker-compose.yml mounts or reads (the same variables, exported for Compose).
+export MAXCORE_ENV_FILE=${MAXCORE_ENV_FILE:-$DEPLOY_DIR/maxcore.env}
+export MAXCORE_CONFIG_DIR=${MAXCORE_CONFIG_DIR:-$DEPLOY_DIR/config}
+export SSL_DIR=${SSL_DIR:-$DEPLOY_DIR/nginx/ssl}
 COMPOSE=${COMPOSE:-docker compose --project-directory $DEPLOY_DIR -f $DEPLOY_DIR/docker-compose.yml --env-file $ENV_FILE}
 ESPOCRM_HTML_DIR=${ESPOCRM_HTML_DIR:-/var/www/html}
 MAXCORE_DATA_PATH=${MAXCORE_DATA_PATH:-/data}
-MAXCORE_CONFIG_PATH=${MAXCORE_CONFIG_PATH:-/config}
+
 DRY_RUN=${DRY_RUN:-0}
 
 # COMPOSE is split on spaces into the command array (keep its paths free of spaces).
@@ -38,6 +42,27 @@ in_service() {
   compose exec -T "$service" "$@"
 }
 
+# in_oneoff SERVICE USER SCRIPT ARGS...: run `sh -c SCRIPT sh ARGS...` in a one-off
+# container of SERVICE (its image and volumes, nothing else started): works while the
+# service itself is stopped.
+in_oneoff() {
+  local service=$1 user=$2 script=$3
+  shift 3
+  compose run --rm --no-deps -T -u "$user" --entrypoint sh "$service" -c "$script" sh "$@"
+}
+
+# restic_env: export the restic settings of ENV_FILE (repository, password, off-site).
+restic_env() {
+  RESTIC_REPOSITORY=${RESTIC_REPOSITORY:-$(env_value RESTIC_REPOSITORY)}
+  RESTIC_PASSWORD=${RESTIC_PASSWORD:-$(env_value RESTIC_PASSWORD)}
+  RESTIC_OFFSITE_REPOSITORY=${RESTIC_OFFSITE_REPOSITORY:-$(env_value RESTIC_OFFSITE_REPOSITORY)}
+  RESTIC_OFFSITE_PASSWORD=${RESTIC_OFFSITE_PASSWORD:-$(env_value RESTIC_OFFSITE_PASSWORD)}
+  [ -n "$RESTIC_REPOSITORY" ] || die "RESTIC_REPOSITORY is empty in $ENV_FILE"
+  [ -n "$RESTIC_PASSWORD" ] || die "RESTIC_PASSWORD is empty in $ENV_FILE"
+  export RESTIC_REPOSITORY RESTIC_PASSWORD
+}
+RESTIC=${RESTIC:-restic}
+
 # run CMD...: a host command, printed instead under --dry-run.
 run() {
   if [ "$DRY_RUN" = 1 ]; then
@@ -56,5 +81,35 @@ MARIADB_COUNT_TABLES='MYSQL_PWD="$MARIADB_ROOT_PASSWORD" exec mariadb --user=roo
 # shellcheck disable=SC2016
 MARIADB_RECREATE_AND_LOAD='MYSQL_PWD="$MARIADB_ROOT_PASSWORD" mariadb --user=root -e "DROP DATABASE IF EXISTS \`$MARIADB_DATABASE\`" && MYSQL_PWD="$MARIADB_ROOT_PASSWORD" exec mariadb --user=root'
 
+# env_value NAME [FILE]: the last NAME=value of an env file (default ENV_FILE), unquoted.
+env_value() {
+  local file=${2:-$ENV_FILE}
+  [ -f "$file" ] || return 0
+  { grep -E "^$1=" "$file" || true; } | tail -n 1 | cut -d= -f2- | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/"
+}
+
+# set_env_value NAME VALUE [FILE]: replace (or append) NAME=VALUE, keeping the file's
+# owner and mode (it is rewritten in place, never recreated).
+set_env_value() {
+  local name=$1 value=$2 file=${3:-$ENV_FILE} content
+  content=$(grep -vE "^$name=" "$file" || true)
+  printf '%s\n%s=%s\n' "$content" "$name" "$value" > "$file"
+}
+
 # The parts of a backup, in restore order: file name and what it holds.
-BACKUP_PARTS=(mariadb.sql.gz espocrm-html.tar.gz maxcore-data.tar.gz maxcore-config.tar.gz)
+#   mariadb.sql.gz        the database (mariadb-dump --single-transaction)
+#   espocrm-html.tar.gz   the EspoCRM volume (data/, custom/, config) without data/cache
+#   maxcore-data.tar.gz   the maxcore volume, its SQLite databases copied consistently
+#   maxcore-config.tar.gz deploy/config (maxcore.yaml, tenants/)
+#   host-files.tar.gz     .env.production, maxcore.env, origin.pem and origin.key
+BACKUP_PARTS=(mariadb.sql.gz espocrm-html.tar.gz maxcore-data.tar.gz maxcore-config.tar.gz host-files.tar.gz)
+# Names inside host-files.tar.gz and where each one lives on this host.
+host_file_path() {
+  case $1 in
+    env.production) echo "$ENV_FILE" ;;
+    maxcore.env) echo "$MAXCORE_ENV_FILE" ;;
+    origin.pem) echo "$SSL_DIR/origin.pem" ;;
+    origin.key) echo "$SSL_DIR/origin.key" ;;
+  esac
+}
+HOST_FILES=(env.production maxcore.env origin.pem origin.key)

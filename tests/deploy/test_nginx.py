@@ -89,7 +89,7 @@ def crm_port() -> Iterator[int]:
 
 def start_nginx(binary: str, maxcore_port: int, crm_port: int) -> Nginx:
     env = {"API_HOST": API, "CRM_HOST": CRM, "MAXCORE_UPSTREAM": f"127.0.0.1:{maxcore_port}",
-           "ESPOCRM_UPSTREAM": f"127.0.0.1:{crm_port}"}
+           "ESPOCRM_UPSTREAM": f"127.0.0.1:{crm_port}", "DNS_RESOLVER": "127.0.0.1"}
     nginx = render(binary, world_readable_prefix(), env, free_port(), free_port(), [API, CRM])
     checked = nginx.test_config()
     assert checked.returncode == 0, checked.stderr
