@@ -27,7 +27,7 @@ quote() { printf "%s" "$1" | sed "s/[\\\\\"]/\\\\&/g"; }
   printf "user = \"%s:%s\"\n" "$(quote "$ESPOCRM_ADMIN_USERNAME")" "$(quote "$ESPOCRM_ADMIN_PASSWORD")"
   if [ -n "$3" ]; then printf "data = \"%s\"\n" "$(quote "$3")"; fi
 } | curl -sS --max-time 30 -K - -X "$1" -H "Content-Type: application/json" \
-    -w "\n%{http_code}" "http://localhost/api/v1/$2"
+    -w "\n%{http_code}" "${ESPOCRM_LOCAL_URL:-http://localhost}/api/v1/$2"
 '
 
 # espocrm_admin METHOD PATH [BODY]: sets ESPO_STATUS and ESPO_BODY.

@@ -20,6 +20,7 @@ from maxcore.config import load_config
 from maxcore.plugins import load_plugins
 
 from .conftest import DEPLOY, REPO, require_binary
+from .docker_engine import compose_binary
 
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 FAKE_COMPOSE = Path(__file__).parent / "bin" / "fake-compose"
@@ -29,6 +30,22 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|API_KEY", re.I)
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``docker compose config`` (the real Compose v2, no engine needed) on the example env."""
+    tmp = tmp_path_factory.mktemp("compose-config")
+    env_file = tmp / "env.production"
+    env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1"))
+    (tmp / "maxcore.env").write_text((DEPLOY / "maxcore.env.example").read_text())
+    result = subprocess.run(
+        [str(compose_binary()), "--project-directory", str(DEPLOY), "-f", str(COMPOSE_FILE),
+         "--env-file", str(env_file), "config", "--format", "json"],
+        env={"PATH": os.environ["PATH"], "MAXCORE_ENV_FILE": str(tmp / "maxcore.env")},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
 
 
 def compose_schema() -> dict[str, Any]:
@@ -53,14 +70,52 @@ def test_schema_validation_does_catch_mistakes(compose: dict[str, Any]) -> None:
     assert len(errors) >= 2
 
 
-def test_services_and_only_nginx_publishes_ports(compose: dict[str, Any]) -> None:
-    services = compose["services"]
+def test_services_and_only_nginx_publishes_ports(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
     assert set(services) == {"maxcore", "espocrm", "espocrm-daemon", "mariadb", "nginx"}
     publishing = {name for name, svc in services.items() if svc.get("ports")}
     assert publishing == {"nginx"}
-    assert services["nginx"]["ports"] == ["80:80", "443:443"]
+    assert sorted((p["target"], p["published"], p.get("host_ip")) for p in services["nginx"]["ports"]) == [
+        (80, "80", "0.0.0.0"), (443, "443", "0.0.0.0")]
     assert services["maxcore"]["expose"] == ["3005"]
     assert services["espocrm"]["expose"] == ["80"]
+
+
+def test_locally_built_images_are_never_pulled(resolved: dict[str, Any]) -> None:
+    for name, svc in resolved["services"].items():
+        local = not svc["image"].startswith(("mariadb:", "nginx:"))
+        assert ("build" in svc) == local, name
+        if local:
+            assert svc["pull_policy"] == "build", name
+    assert resolved["services"]["espocrm-daemon"]["build"] == resolved["services"]["espocrm"]["build"]
+
+
+def test_each_service_gets_only_its_secrets(resolved: dict[str, Any]) -> None:
+    env = {name: set(svc.get("environment") or {}) for name, svc in resolved["services"].items()}
+    secret = {name: {key for key in keys if SECRET_NAME.search(key)} for name, keys in env.items()}
+    assert secret["nginx"] == set() and secret["espocrm-daemon"] == set()
+    assert secret["mariadb"] == {"MARIADB_ROOT_PASSWORD", "MARIADB_PASSWORD"}
+    assert secret["espocrm"] == {"ESPOCRM_DATABASE_PASSWORD", "ESPOCRM_ADMIN_PASSWORD",
+                                 "ESPOCRM_CONFIG_SMTP_PASSWORD"}
+    # maxcore: its own file (the tenants' secrets) and the EspoCRM API key, nothing of the stack.
+    assert "MARIADB_ROOT_PASSWORD" not in env["maxcore"] and "ESPOCRM_ADMIN_PASSWORD" not in env["maxcore"]
+    assert {"OPENAI_API_KEY", "SUPABASE_SERVICE_KEY", "ESPOCRM_API_KEY"} <= env["maxcore"]
+    assert not any("RESTIC" in key for keys in env.values() for key in keys)
+
+
+def test_nginx_follows_a_recreated_maxcore_and_grace_covers_the_drain(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert services["nginx"]["environment"]["DNS_RESOLVER"] == "127.0.0.11"
+    assert not services["nginx"]["depends_on"]["maxcore"].get("restart")
+    api = (DEPLOY / "nginx" / "templates" / "api.conf.template").read_text()
+    assert "resolver ${DNS_RESOLVER}" in api and "proxy_pass $maxcore_upstream;" in api
+    assert not re.search(r"^\s*upstream\s", api, re.M)  # a static upstream would keep the old IP
+    main = yaml.safe_load((DEPLOY / "config" / "maxcore.yaml").read_text())
+    grace = float(main["server"]["shutdown_grace_s"])
+    # The inbox drains for grace seconds, then the server closes connections for as long.
+    assert float(services["maxcore"]["stop_grace_period"].rstrip("s")) > 2 * grace
+    assert services["maxcore"]["init"] is True
+    assert services["espocrm"]["environment"]["ESPOCRM_CONFIG_IP_ADDRESS_SERVER_PARAM"] == "HTTP_X_REAL_IP"
 
 
 def test_every_service_is_healthchecked_restarted_log_rotated(compose: dict[str, Any]) -> None:
@@ -97,35 +152,40 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert re.search(r"^FROM espocrm/espocrm:8\.3\.6$", espo_dockerfile, re.M)
     assert compose["services"]["espocrm-daemon"]["image"] == compose["services"]["espocrm"]["image"]
     assert compose["services"]["espocrm-daemon"]["entrypoint"] == "docker-daemon.sh"
+    constraints = (DEPLOY / "maxcore" / "constraints.txt").read_text()
+    pins = [line for line in constraints.splitlines() if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", pin) for pin in pins), pins
+    assert "--constraint constraints.txt" in (DEPLOY / "maxcore" / "Dockerfile").read_text()
 
 
-def test_no_secret_values_in_compose_or_example(compose: dict[str, Any]) -> None:
+def test_no_secret_values_in_compose_or_examples(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
-        assert svc.get("env_file") in (".env.production", None), name
+        assert svc.get("env_file") in ("${MAXCORE_ENV_FILE:-maxcore.env}", None), name
         for key, value in (svc.get("environment") or {}).items():
             if SECRET_NAME.search(key):
-                assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*)?\}", str(value)), f"{name}.{key} holds a value"
-    assert "env_file" not in compose["services"]["nginx"]
-    example = (DEPLOY / ".env.production.example").read_text()
-    for line in example.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            if SECRET_NAME.search(key):
-                assert "CHANGE_ME" in value, f"{key} in .env.production.example is not a placeholder"
-    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/.env.production"], cwd=REPO, check=False)
-    assert ignored.returncode == 0, ".env.production is not git-ignored"
+                assert re.fullmatch(r"\$\{[A-Z_]+(:[?-][^}]*)?\}", str(value)), f"{name}.{key} holds a value"
+    assert [n for n, svc in compose["services"].items() if "env_file" in svc] == ["maxcore"]
+    for example in (".env.production.example", "maxcore.env.example"):
+        for line in (DEPLOY / example).read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                if SECRET_NAME.search(key) and key not in ("ESPOCRM_API_KEY",):
+                    assert "CHANGE_ME" in value or value == "", f"{key} in {example} is not a placeholder"
+    for secret_file in ("deploy/.env.production", "deploy/maxcore.env"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", secret_file], cwd=REPO, check=False)
+        assert ignored.returncode == 0, f"{secret_file} is not git-ignored"
 
 
 def test_maxcore_runs_as_non_root_with_ca_certificates(compose: dict[str, Any]) -> None:
     svc = compose["services"]["maxcore"]
     assert svc["user"].split(":")[0] not in ("0", "root")
     assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
-    assert "./config:/config:ro" in svc["volumes"]
+    assert "${MAXCORE_CONFIG_DIR:-./config}:/config:ro" in svc["volumes"]
     assert any(v.startswith("maxcore-data:") for v in svc["volumes"])
     dockerfile = (DEPLOY / "maxcore" / "Dockerfile").read_text()
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
-    assert "ca-certificates" in dockerfile
+    assert "ca-certificates" in dockerfile  # the slim base has them (a comment says so)
     assert re.search(r"^HEALTHCHECK .*\n.*api/health", dockerfile, re.M)
     assert dockerfile.count("FROM ") >= 2  # multi-stage
     assert "EXPOSE 3005" in dockerfile
@@ -146,22 +206,24 @@ def test_espocrm_custom_folder_is_never_mounted_read_only(compose: dict[str, Any
 def test_shell_scripts_are_shellcheck_clean() -> None:
     shellcheck = require_binary("shellcheck")
     scripts = [*sorted((DEPLOY / "scripts").glob("*.sh")), DEPLOY / "espocrm" / "maxcore-espocrm-sync.sh",
-               FAKE_COMPOSE]
+               FAKE_COMPOSE, *sorted((Path(__file__).parent / "docker").rglob("*.sh")),
+               Path(__file__).parent / "docker" / "espocrm-emulator" / "php"]
     result = subprocess.run([shellcheck, "-x", *map(str, scripts)], capture_output=True, text=True,
                             cwd=DEPLOY / "scripts", check=False, timeout=120)
     assert result.returncode == 0, result.stdout
     for script in scripts:
         text = script.read_text()
-        if script.name == "lib.sh":
-            continue  # sourced by the others, which set the options
+        if script.name in ("lib.sh", "espocrm_api.sh") or script.parent.parent.name == "docker":
+            continue  # sourced by the others, which set the options; stand-ins: see their README
         strict = "set -eu" if text.startswith("#!/bin/sh") else "set -euo pipefail"
         assert f"\n{strict}\n" in text, script
 
 
 def test_production_config_validates_with_the_plugins() -> None:
-    example = (DEPLOY / ".env.production.example").read_text()
+    example = (DEPLOY / ".env.production.example").read_text() + (DEPLOY / "maxcore.env.example").read_text()
     env = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
     env["ACME_GREENAPI_INSTANCE_ID"] = "1101000001"
+    env["ESPOCRM_API_KEY"] = "created-by-the-first-deploy"
     loaded = load_config(DEPLOY / "config", load_plugins(), env=env)
     assert loaded.ok, "\n".join(map(str, loaded.problems))
     assert [t.tenant for t in loaded.tenants] == ["acme"]
@@ -170,14 +232,17 @@ def test_production_config_validates_with_the_plugins() -> None:
 
 def deploy_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env_file = tmp_path / "env.production"
-    env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1"))
+    env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1")
+                        .replace("ESPOCRM_API_KEY=\n", "ESPOCRM_API_KEY=k1\n"))
+    (tmp_path / "maxcore.env").write_text((DEPLOY / "maxcore.env.example").read_text().replace("CHANGE_ME", "x1"))
     ssl = tmp_path / "ssl"
     ssl.mkdir(exist_ok=True)
     (ssl / "origin.pem").write_text("cert")
     (ssl / "origin.key").write_text("key")
     return {**os.environ, "COMPOSE": str(FAKE_COMPOSE), "FAKE_COMPOSE_EXEC": "log",
             "FAKE_COMPOSE_LOG": str(tmp_path / "calls.log"), "ENV_FILE": str(env_file),
-            "SSL_DIR": str(ssl), "CURL": "true", **extra}
+            "MAXCORE_ENV_FILE": str(tmp_path / "maxcore.env"), "SSL_DIR": str(ssl), "CURL": "true",
+            "PSQL": "true", "DOCKER": "true", **extra}
 
 
 def run_deploy(
@@ -198,24 +263,28 @@ def test_deploy_checks_config_in_the_new_image_before_switching(tmp_path: Path) 
     result, calls = run_deploy(tmp_path, "--skip-backup")
     assert result.returncode == 0, result.stderr
     order = [index_of(calls, step) for step in (
-        "build --pull maxcore espocrm", "run --rm --no-deps -T maxcore maxcore check --config /config",
-        "up -d --remove-orphans --wait", "exec -T -u root espocrm maxcore-espocrm-sync",
-        "exec -T -u www-data espocrm php command.php rebuild", "exec -T maxcore maxcore doctor")]
+        "pull --ignore-buildable", "build --pull maxcore espocrm espocrm-daemon",
+        "up -d --no-build --wait --wait-timeout 300 mariadb espocrm espocrm-daemon",
+        "exec -T -u root espocrm maxcore-espocrm-sync",
+        "exec -T -u www-data espocrm php command.php rebuild",
+        "run --rm --no-deps -T maxcore maxcore check --config /config",
+        "up -d --no-build --remove-orphans --wait", "exec -T maxcore maxcore doctor")]
     assert order == sorted(order)
+    assert "Supabase migrations skipped: SUPABASE_DB_URL is empty" not in result.stderr  # set in the example
 
 
 def test_deploy_refused_config_switches_nothing(tmp_path: Path) -> None:
     result, calls = run_deploy(tmp_path, "--skip-backup", FAKE_COMPOSE_FAIL="maxcore check")
     assert result.returncode == 1
-    assert "refuses the configuration" in result.stderr and "nothing was switched" in result.stderr
-    assert not any(call.startswith("up ") for call in calls)
+    assert "refuses the configuration" in result.stderr and "maxcore was not switched" in result.stderr
+    assert not any(call.startswith("up -d --no-build --remove-orphans") for call in calls)
 
 
 def test_deploy_unhealthy_stack_prints_the_rollback(tmp_path: Path) -> None:
-    result, _ = run_deploy(tmp_path, "--skip-backup", FAKE_COMPOSE_FAIL="up -d")
+    result, _ = run_deploy(tmp_path, "--skip-backup", FAKE_COMPOSE_FAIL="up -d --no-build --remove-orphans")
     assert result.returncode == 1
     assert "did not become healthy" in result.stderr and "Rollback:" in result.stderr
-    assert "restore.sh --force" in result.stderr
+    assert "--rollback" in result.stderr and "restore.sh --force" in result.stderr
 
 
 def test_deploy_preflight_refuses_placeholders_and_missing_certificate(tmp_path: Path) -> None:
@@ -237,3 +306,20 @@ def test_deploy_dry_run_runs_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert calls == []
     assert "would run:" in result.stderr and "php command.php rebuild" in result.stderr
+
+
+def test_deploy_applies_the_supabase_migrations_in_order(tmp_path: Path) -> None:
+    psql_log = tmp_path / "psql.log"
+    psql = tmp_path / "psql"
+    psql.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {psql_log}\n')
+    psql.chmod(0o755)
+    result, _ = run_deploy(tmp_path, "--skip-backup", PSQL=str(psql))
+    assert result.returncode == 0, result.stderr
+    files = [line.split(" -f ")[1] for line in psql_log.read_text().splitlines()]
+    assert files == [str(p) for p in sorted((DEPLOY / "supabase" / "migrations").glob("*.sql"))]
+    assert all("-v ON_ERROR_STOP=1" in line for line in psql_log.read_text().splitlines())
+
+
+def test_a_locally_built_image_change_leaves_a_rollback_target(tmp_path: Path) -> None:
+    result, _ = run_deploy(tmp_path, "--rollback", DOCKER="false")
+    assert result.returncode == 1 and "nothing to roll back to" in result.stderr

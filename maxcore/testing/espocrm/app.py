@@ -9,6 +9,8 @@ Usage::
 Fault injection: ``fail_next(status, count)`` (Python) or ``POST /__emulator/fail``
 ``{"status": 503, "count": 2}``; ``advance(seconds)`` moves the lockout clock;
 ``rebuild()`` re-reads the custom folder (like ``php command.php rebuild``).
+With ``admin=Admin(user, password)`` the admin API creates Roles and API users
+(``admin.py``); with ``state_dir`` records, roles and users live in files there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.routing import Route
 
 from ..server import ServerThread
 from . import records as rec
+from .admin import Admin, Directory
 from .auth import ApiUser, Authenticator, LockedOut, Unauthorized
 from .metadata import DUPLICATE_CHECK_ENTITIES, EntityDefs, Metadata
 from .query import BadRequest, Forbidden, check_where, list_params, matches, sort_key
@@ -57,6 +60,8 @@ class EspoEmulator:
         currency_list: tuple[str, ...] = ("EUR",),
         max_failed_attempts: int = 10,
         failed_attempts_period_s: float = 60.0,
+        admin: Admin | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         directory = default_custom_dir() if custom_dir == "default" else custom_dir
         self.metadata = Metadata(Path(directory) if directory is not None else None)
@@ -64,7 +69,11 @@ class EspoEmulator:
         self.currency_list = currency_list
         self._clock_offset = 0.0
         self.auth = Authenticator(self._now, max_failed_attempts, failed_attempts_period_s)
-        self.store = Store()
+        self.store = Store(str(state_dir / "records.sqlite3") if state_dir else ":memory:")
+        self.admin = admin
+        self.directory = Directory(state_dir / "users.json" if state_dir else None)
+        for known in self.directory.api_users():
+            self.add_api_user(known)
         self.assignable_ids: set[str] = set()
         self.user_names: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
@@ -79,6 +88,10 @@ class EspoEmulator:
             Route("/__emulator/rebuild", self._control_rebuild, methods=["POST"]),
             Route("/api/v1/Settings", self._settings, methods=["GET"]),
             Route("/api/v1/App/user", self._app_user, methods=["GET"]),
+            *(Route(f"/api/v1/{kind}", self._admin_collection, methods=["GET", "POST"])
+              for kind in ("Role", "User")),
+            *(Route(f"/api/v1/{kind}/{{id}}", self._admin_item, methods=["GET"])
+              for kind in ("Role", "User")),
             Route("/api/v1/{entity}", self._collection, methods=["GET", "POST"]),
             Route("/api/v1/{entity}/{id}", self._item, methods=["GET", "PUT", "PATCH", "DELETE"]),
         ])
@@ -211,6 +224,55 @@ class EspoEmulator:
         except ValidationFailure as failure:
             return _error(400, str(failure), failure.body)
         return None
+
+    # -- admin routes: Role and User ------------------------------------------------------
+    def _admin_auth(self, request: Request) -> Response | None:
+        offered = self.admin.matches({k.lower(): v for k, v in request.headers.items()}) \
+            if self.admin else None
+        if offered is None:
+            return _error(403, "No access.") if request.headers.get("x-api-key") else _error(401)
+        return None if offered else _error(401)
+
+    async def _admin_collection(self, request: Request) -> Response:
+        kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            self.requests.append((request.method, request.url.path))
+        denied = self._admin_auth(request)
+        if denied is not None:
+            return denied
+        if request.method == "GET":
+            try:
+                params = list_params(list(request.query_params.multi_items()))
+            except BadRequest as exc:
+                return _error(400, str(exc))
+            found = [r for r in (self.directory.roles if kind == "Role" else self.directory.users).values()
+                     if all(item.get("type") == "equals" and str(r.get(str(item.get("attribute")))) ==
+                            str(item.get("value")) for item in params.where)]
+            return JSONResponse({"total": len(found), "list": found[:params.max_size]})
+        body = await self._json_body(request)
+        if isinstance(body, Response):
+            return body
+        if kind == "Role":
+            return JSONResponse(self.directory.create_role(body))
+        try:
+            user = self.directory.create_user(body)
+        except KeyError:
+            return _error(409, "userNameExists")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        self.add_api_user(next(u for u in self.directory.api_users() if u.id == user["id"]))
+        return JSONResponse(user)
+
+    async def _admin_item(self, request: Request) -> Response:
+        kind = request.url.path.split("/")[-2]
+        denied = self._admin_auth(request)
+        if denied is not None:
+            return denied
+        table = self.directory.roles if kind == "Role" else self.directory.users
+        record = table.get(request.path_params["id"])
+        if record is None:
+            return _error(404, f"Record {request.path_params['id']} does not exist.")
+        return JSONResponse(record)
 
     # -- routes -------------------------------------------------------------------------
     async def _settings(self, _request: Request) -> Response:

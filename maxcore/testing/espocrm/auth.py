@@ -27,6 +27,8 @@ class ApiUser:
 
     ``denied`` holds ``(scope, action)`` pairs the role refuses, e.g.
     ``("Lead", "create")``; everything else is allowed (``read``/``edit`` on all).
+    ``granted``, when set (users created through the admin API), lists the only pairs
+    their Roles allow.
     """
 
     api_key: str
@@ -34,12 +36,15 @@ class ApiUser:
     id: str = attrs.field(factory=lambda: "api-user-1")
     user_name: str = "max-api"
     denied: frozenset[tuple[str, str]] = attrs.field(factory=frozenset, converter=frozenset)
+    granted: frozenset[tuple[str, str]] | None = None
 
     @property
     def auth_method(self) -> str:
         return "Hmac" if self.secret_key else "ApiKey"
 
     def can(self, scope: str, action: str) -> bool:
+        if self.granted is not None and (scope, action) not in self.granted:
+            return False
         return (scope, action) not in self.denied
 
 

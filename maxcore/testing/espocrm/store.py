@@ -14,14 +14,14 @@ import uuid
 from typing import Any
 
 _SCHEMA = """
-CREATE TABLE records (
+CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     entity TEXT NOT NULL,
     id TEXT NOT NULL UNIQUE,
     deleted INTEGER NOT NULL DEFAULT 0,
     data TEXT NOT NULL
 );
-CREATE INDEX records_entity ON records (entity, deleted);
+CREATE INDEX IF NOT EXISTS records_entity ON records (entity, deleted);
 """
 
 
@@ -31,9 +31,10 @@ def new_id() -> str:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, path: str = ":memory:") -> None:
+        """In memory, or in a file that outlives the process (the served emulator)."""
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self._conn = sqlite3.connect(path, check_same_thread=False)
         self._conn.executescript(_SCHEMA)
 
     def reset(self) -> None:

@@ -1,0 +1,212 @@
+"""The handful of Green-API REST calls, over one shared httpx client per tenant.
+
+URLs are ``{api_url}/waInstance{id}/{method}/{token}``: the token sits in the path, so
+nothing here ever puts a URL, or an httpx error that quotes one, in a message or log.
+Errors are keyed on the status (the bodies are not consistent, contract §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import httpx
+from loguru import logger
+
+from maxcore.errors import PermanentError, RetryableError
+from maxcore.logs import REDACTOR
+
+from .config import GreenApiConfig
+
+MAX_MESSAGE_CHARS = 20_000
+MAX_RETRY_AFTER_S = 30.0
+
+
+class InstanceStarting(RetryableError):
+    """The instance is (re)booting: retried later by the inbox, not in a tight loop here."""
+
+
+class RateLimited(RetryableError):
+    """429: the per-instance, per-method requests-per-second limit (contract §8)."""
+
+
+class GreenApiClient:
+    """Calls one instance's REST API. Open once, share, close on shutdown."""
+
+    def __init__(self, config: GreenApiConfig, tenant: str) -> None:
+        self.config = config
+        self.tenant = tenant
+        self._http: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+                headers={"User-Agent": "maxcore-greenapi"},
+            )
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _url(self, method: str, *suffix: str) -> str:
+        parts = [self.config.api_url, f"waInstance{self.config.instance_id}", method,
+                 self.config.api_token, *suffix]
+        return "/".join(parts)
+
+    def _clean(self, text: str) -> str:
+        return REDACTOR(text.replace(self.config.api_token, "***"))
+
+    async def call(
+        self, http_method: str, method: str, *suffix: str, json_body: Any = None,
+        params: dict[str, Any] | None = None, timeout: float | None = None,
+    ) -> Any:
+        """One request; the decoded JSON on 200, else a RetryableError / PermanentError."""
+        if self._http is None:
+            await self.open()
+        assert self._http is not None
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        try:
+            response = await self._http.request(
+                http_method, self._url(method, *suffix), json=json_body, params=params, **extra
+            )
+        except httpx.HTTPError as exc:
+            # ``from None``: the httpx exception may quote the URL, hence the token.
+            raise RetryableError(
+                f"Green-API {method}: {type(exc).__name__} {self._clean(str(exc))}".rstrip()
+            ) from None
+        if response.status_code == 200:
+            try:
+                return response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise RetryableError(f"Green-API {method}: answer is not JSON") from None
+        raise self._error(method, response)
+
+    def _error(self, method: str, response: httpx.Response) -> Exception:
+        status = response.status_code
+        snippet = self._clean(response.text[:300].strip())
+        lowered = snippet.lower()
+        instance = self.config.instance_id
+        if status == 400 and ("not authorized" in lowered or "notauthorized" in lowered):
+            return PermanentError(
+                f"the Green-API instance {instance} is not authorised — scan the QR code in the console"
+            )
+        if status == 400 and "starting" in lowered:
+            # "instance in starting process try later": transient by the docs' own words.
+            return InstanceStarting(f"the Green-API instance {instance} is starting; try later",
+                                    retry_after=10.0)
+        if status == 400:
+            return PermanentError(f"Green-API rejected {method} as invalid (400): {snippet}")
+        if status == 401:
+            return PermanentError(
+                f"Green-API refused the API token of instance {instance} (401): check api_token"
+            )
+        if status == 403:
+            return PermanentError(
+                f"Green-API does not know instance {instance} at {self.config.api_url} (403): "
+                "check instance_id and api_url"
+            )
+        if status == 466:
+            return PermanentError(f"monthly quota exceeded on Green-API instance {instance} "
+                                  f"(466{_quota_status(response)}): upgrade the plan in the console")
+        if status == 429:
+            return RateLimited(f"Green-API rate limit on {method} (429)",
+                               retry_after=_retry_after(response))
+        if status == 499 or status >= 500:
+            return RetryableError(f"Green-API {method} failed ({status}): {snippet}",
+                                  retry_after=_retry_after(response))
+        return PermanentError(f"Green-API answered {status} to {method}: {snippet}")
+
+    # -- methods ------------------------------------------------------------------
+    async def send_message(self, payload: dict[str, Any]) -> str | None:
+        """POST sendMessage, retrying 429/5xx/transport errors with jittered backoff."""
+        attempts = self.config.max_send_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = await self.call("POST", "sendMessage", json_body=payload)
+                return answer.get("idMessage") if isinstance(answer, dict) else None
+            except RetryableError as exc:
+                if attempt >= attempts or isinstance(exc, InstanceStarting):
+                    raise
+                delay = _backoff(attempt, self.config.backoff_initial_ms / 1000, exc.retry_after)
+                logger.bind(tenant=self.tenant).warning(
+                    "[GREENAPI_SEND] attempt {}/{} failed ({}); retrying in {:.2f}s",
+                    attempt, attempts, exc, delay,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def get_state(self) -> str:
+        answer = await self.call("GET", "getStateInstance")
+        state = answer.get("stateInstance") if isinstance(answer, dict) else None
+        if not isinstance(state, str):
+            raise RetryableError("Green-API getStateInstance: no stateInstance in the answer")
+        return state
+
+    async def set_settings(self, settings: dict[str, Any]) -> bool:
+        answer = await self.call("POST", "setSettings", json_body=settings)
+        return bool(isinstance(answer, dict) and answer.get("saveSettings"))
+
+    async def get_settings(self) -> dict[str, Any]:
+        answer = await self.call("GET", "getSettings")
+        return answer if isinstance(answer, dict) else {}
+
+    async def receive(self, receive_timeout: int) -> dict[str, Any] | None:
+        """One long poll: a ``{receiptId, body}`` notification or None when none came."""
+        answer = await self.call(
+            "GET", "receiveNotification", params={"receiveTimeout": receive_timeout},
+            timeout=receive_timeout + self.config.timeout_s,
+        )
+        return answer if isinstance(answer, dict) else None
+
+    async def delete(self, receipt_id: int) -> bool:
+        answer = await self.call("DELETE", "deleteNotification", str(receipt_id))
+        return bool(isinstance(answer, dict) and answer.get("result"))
+
+
+def _quota_status(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    status = body.get("correspondentsStatus", {}).get("status") if isinstance(body, dict) else None
+    return f", {status}" if isinstance(status, str) else ""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return min(float(value), MAX_RETRY_AFTER_S) if value else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int, initial: float, retry_after: float | None) -> float:
+    delay = random.uniform(0, initial * 2 ** (attempt - 1))
+    return max(delay, retry_after or 0.0)
+
+
+def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """Cut ``text`` into parts of at most ``limit`` characters, on paragraph boundaries
+    when possible, then on line ends, then on spaces, and only as a last resort mid-word."""
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = -1
+        for separator in ("\n\n", "\n", " "):
+            cut = window.rfind(separator)
+            if cut > 0:
+                break
+        if cut <= 0:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip("\n ")
+    if rest:
+        parts.append(rest)
+    return [p for p in parts if p]

@@ -1,0 +1,69 @@
+"""Translation between the core's types and Chat Completions bodies (contracts/openai.md §2-4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from maxcore.types import ChatTurn, LLMReply, LLMRequest, Role, ToolCall, ToolSpec, Usage
+
+
+def message_of(turn: ChatTurn) -> dict[str, Any]:
+    """One core turn as a Chat Completions message."""
+    if turn.role == Role.TOOL:
+        # The pairing rule: a tool message answers exactly one call by its id.
+        return {"role": "tool", "tool_call_id": turn.tool_call_id or "", "content": turn.content or ""}
+    if turn.role == Role.ASSISTANT and turn.tool_calls:
+        # Echoed back as the model sent it: content null when it said nothing.
+        return {
+            "role": "assistant",
+            "content": turn.content or None,
+            "tool_calls": [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.name, "arguments": call.arguments}}
+                for call in turn.tool_calls
+            ],
+        }
+    return {"role": str(turn.role), "content": turn.content or ""}
+
+
+def messages_of(request: LLMRequest) -> list[dict[str, Any]]:
+    # ``system`` rather than ``developer``: every compatible server knows it and OpenAI
+    # still accepts it for every chat model.
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.extend(message_of(turn) for turn in request.messages)
+    return messages
+
+
+def tool_of(spec: ToolSpec) -> dict[str, Any]:
+    # No ``strict``: local servers ignore it and the core validates arguments itself.
+    return {
+        "type": "function",
+        "function": {"name": spec.name, "description": spec.description,
+                     "parameters": spec.parameters or {"type": "object", "properties": {}}},
+    }
+
+
+def reply_of(completion: Any) -> tuple[LLMReply, str | None]:
+    """The SDK's ChatCompletion as the core's reply, and the finish reason."""
+    usage = completion.usage
+    counted = Usage(
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+    if not completion.choices:
+        return LLMReply(text=None, usage=counted, model=completion.model), None
+    choice = completion.choices[0]
+    message = choice.message
+    calls = tuple(
+        # Arguments stay raw text: the pipeline parses them and tells the model when
+        # they are not JSON, which is how a model recovers from its own mistake.
+        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments or "")
+        for call in (message.tool_calls or ())
+        if getattr(call, "type", None) == "function"
+    )
+    text = message.content
+    if not text and getattr(message, "refusal", None):
+        text = message.refusal
+    return LLMReply(text=text, tool_calls=calls, usage=counted, model=completion.model), choice.finish_reason
