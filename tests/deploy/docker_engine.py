@@ -81,10 +81,12 @@ class Engine:
                ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(["docker", *args], env={**self.env, **(env or {})}, capture_output=True,
                                 timeout=timeout, check=False, input=input_bytes)
-        out = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(errors="replace"),
+        out = subprocess.CompletedProcess(result.args, result.returncode,
+                                          result.stdout.decode(errors="replace"),
                                           result.stderr.decode(errors="replace"))
         if check and out.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+            raise AssertionError(
+                f"docker {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out
 
     def image_label(self, image: str, label: str) -> str | None:

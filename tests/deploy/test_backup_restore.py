@@ -201,7 +201,7 @@ def test_backup_then_restore_round_trips_database_and_volumes(stack: Stack) -> N
 
 def test_restore_into_an_empty_stack_needs_no_force(stack: Stack) -> None:
     before = snapshot(stack.db)
-    snapshot_id = stack.backup()
+    stack.backup()
     stack.db.sql(f"DROP DATABASE {DATABASE}")
     stack.db.sql(f"CREATE DATABASE {DATABASE}")
     for path in (stack.html, stack.data):

@@ -234,7 +234,8 @@ def deploy_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env_file = tmp_path / "env.production"
     env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1")
                         .replace("ESPOCRM_API_KEY=\n", "ESPOCRM_API_KEY=k1\n"))
-    (tmp_path / "maxcore.env").write_text((DEPLOY / "maxcore.env.example").read_text().replace("CHANGE_ME", "x1"))
+    maxcore_env = (DEPLOY / "maxcore.env.example").read_text().replace("CHANGE_ME", "x1")
+    (tmp_path / "maxcore.env").write_text(maxcore_env)
     ssl = tmp_path / "ssl"
     ssl.mkdir(exist_ok=True)
     (ssl / "origin.pem").write_text("cert")

@@ -15,7 +15,6 @@ import asyncio
 import functools
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -79,7 +78,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def wheelhouse() -> Path:
-    """The constraints' wheels (and the build backend), downloaded once per lock file."""
+    """The constraints' wheels (and the build backend; pytest for the EspoCRM stand-in),
+    downloaded once per lock file."""
     constraints = DEPLOY / "maxcore" / "constraints.txt"
     import hashlib
 
@@ -88,7 +88,7 @@ def wheelhouse() -> Path:
     if not (target / ".complete").exists():
         shutil.rmtree(target, ignore_errors=True)
         subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "pip", "download", "--quiet",
-                        "--dest", str(target), "-r", str(constraints)], check=True, timeout=600,
+                        "--dest", str(target), "-r", str(constraints), "pytest"], check=True, timeout=600,
                        capture_output=True)
         (target / ".complete").write_text("ok")
     return target
@@ -107,12 +107,14 @@ class Stack:
         return self.root / "env.production"
 
     def compose_cmd(self) -> str:
-        return (f"docker compose -p {PROJECT} --project-directory {DEPLOY} -f {DEPLOY / 'docker-compose.yml'} "
-                f"-f {self.root / 'override.yml'} --env-file {self.env_file}")
+        return (f"docker compose -p {PROJECT} --project-directory {DEPLOY} "
+                f"-f {DEPLOY / 'docker-compose.yml'} -f {self.root / 'override.yml'} "
+                f"--env-file {self.env_file}")
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**self.engine.env, "COMPOSE": self.compose_cmd(), "ENV_FILE": str(self.env_file),
-                "MAXCORE_ENV_FILE": str(self.root / "maxcore.env"), "MAXCORE_CONFIG_DIR": str(self.root / "config"),
+                "MAXCORE_ENV_FILE": str(self.root / "maxcore.env"),
+                "MAXCORE_CONFIG_DIR": str(self.root / "config"),
                 "SSL_DIR": str(self.root / "ssl"), "BACKUP_STAGING": str(self.root),
                 "TEST_RELEASE": str(self.release), "PIP_WHEELS_URL": self.wheels.url, **extra}
 
@@ -120,7 +122,8 @@ class Stack:
         return subprocess.run(["bash", str(DEPLOY / "scripts" / name), *args], env=self.env(),
                               capture_output=True, text=True, timeout=timeout, check=False)
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def compose(self, *args: str, check: bool = True,
+                timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.compose_cmd().split(), *args], env=self.env(), capture_output=True,
                                 text=True, timeout=timeout, check=False)
         if check:
@@ -190,7 +193,9 @@ def build_emulator_image(stack: Stack) -> None:
     shutil.copytree(STANDINS / "espocrm-emulator", context)
     shutil.copytree(DEPLOY / "espocrm" / "custom", context / "custom")
     shutil.copy(DEPLOY / "espocrm" / "maxcore-espocrm-sync.sh", context / "maxcore-espocrm-sync.sh")
-    stack.engine.docker("build", "-t", "maxcore-test-espocrm:local", str(context))
+    stack.engine.docker("build", "--build-arg", f"PIP_FIND_LINKS={stack.wheels.url}", "--build-arg",
+                        "PIP_NO_INDEX=1", "--build-arg", f"PIP_TRUSTED_HOST={BRIDGE_IP}",
+                        "-t", "maxcore-test-espocrm:local", str(context))
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +341,8 @@ async def test_an_update_recreates_maxcore_while_webhooks_keep_flowing(stack: St
     # nginx reaches the new container within 10 s of its recreation, without a restart.
     async with stack.client() as client:
         while True:
-            response = await client.get("/api/health", headers={"Host": API}, extensions={"sni_hostname": API})
+            response = await client.get("/api/health", headers={"Host": API},
+                                        extensions={"sni_hostname": API})
             if response.status_code == 200:
                 break
             assert time.monotonic() - recreated < 10, response.status_code
@@ -375,11 +381,13 @@ async def test_backup_under_load_then_restore(stack: Stack) -> None:
     await wait_until(lambda: replied(stack, [chat]), 60, "a reply after the restore")
 
 
+COUNT_INBOX = ("import sqlite3; db = sqlite3.connect('/data/inbox.sqlite3'); "
+               "print(db.execute('select count(*) from inbox').fetchone()[0])")
+
+
 def inbox_rows(stack: Stack) -> int:
-    out = stack.compose("exec", "-T", "maxcore", "python", "-c",
-                        "import sqlite3,glob; print(sum(sqlite3.connect(p).execute('select count(*) from inbox')"
-                        ".fetchone()[0] for p in glob.glob('/data/**/inbox*.sqlite3', recursive=True)))").stdout
-    return int(out.strip())
+    """Rows of maxcore's durable inbox (data_dir /data, inbox.path default)."""
+    return int(stack.compose("exec", "-T", "maxcore", "python", "-c", COUNT_INBOX).stdout.strip())
 
 
 def test_rollback_runs_the_previous_image_again(stack: Stack) -> None:

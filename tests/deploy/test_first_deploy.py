@@ -30,7 +30,8 @@ def espo() -> Iterator[EspoEmulator]:
         yield emulator
 
 
-def first_deploy(tmp_path: Path, espo: EspoEmulator, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+def first_deploy(tmp_path: Path, espo: EspoEmulator,
+                 password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
     env_file = tmp_path / "env.production"
     if not env_file.exists():
         env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1"))
