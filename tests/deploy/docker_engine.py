@@ -11,6 +11,7 @@ private DOCKER_CONFIG.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -71,6 +73,7 @@ class Engine:
     socket: Path
     config_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    lock: Any = None  # the open lock file: one engine on this data root at a time
 
     @property
     def env(self) -> dict[str, str]:
@@ -103,6 +106,8 @@ class Engine:
                 self.process.kill()
                 self.process.wait(timeout=30)
         shutil.rmtree(self.config_dir, ignore_errors=True)
+        if self.lock is not None:
+            self.lock.close()
 
 
 def _stop_leftover(pid_file: Path, data_root: Path) -> None:
@@ -125,6 +130,9 @@ def start_engine() -> Engine:
     require_binary("docker")
     data_root = CACHE / "data"
     data_root.mkdir(parents=True, exist_ok=True)
+    # Another run of this test on the machine (a second checkout, CI): wait for it.
+    lock = (CACHE / "engine.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     pid_file = RUN_DIR / "docker.pid"
     _stop_leftover(pid_file, data_root)
@@ -140,7 +148,7 @@ def start_engine() -> Engine:
          "--containerd-namespace", "maxcore-test", "--containerd-plugins-namespace", "maxcore-test-plugins"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    engine = Engine(socket, config_dir, process)
+    engine = Engine(socket, config_dir, process, lock)
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:

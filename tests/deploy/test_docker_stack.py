@@ -119,8 +119,13 @@ class Stack:
                 "TEST_RELEASE": str(self.release), "PIP_WHEELS_URL": self.wheels.url, **extra}
 
     def script(self, name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(DEPLOY / "scripts" / name), *args], env=self.env(),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        """A shipped script; on failure its stderr ends with the services' recent logs."""
+        result = subprocess.run(["bash", str(DEPLOY / "scripts" / name), *args], env=self.env(),
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        if result.returncode != 0:
+            logs = self.compose("logs", "--no-color", "--tail", "40", check=False)
+            result.stderr += f"\n--- compose logs ---\n{logs.stdout}{logs.stderr}"
+        return result
 
     def compose(self, *args: str, check: bool = True,
                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -288,8 +293,9 @@ def test_first_deploy_creates_the_api_user_and_ends_green(stack: Stack) -> None:
     key = stack.env_value("ESPOCRM_API_KEY")
     assert len(key) == 32
     # The key works through nginx on the CRM host, and its Role grants Lead.
-    response = httpx.get(f"https://127.0.0.1:{stack.https_port()}/api/v1/App/user", verify=False,
-                         headers={"Host": CRM, "X-Api-Key": key}, extensions={"sni_hostname": CRM})
+    with httpx.Client(verify=False) as client:
+        response = client.get(f"https://127.0.0.1:{stack.https_port()}/api/v1/App/user",
+                              headers={"Host": CRM, "X-Api-Key": key}, extensions={"sni_hostname": CRM})
     assert response.status_code == 200, response.text
     assert response.json()["acl"]["table"]["Lead"]["create"] == "yes"
 
@@ -307,10 +313,15 @@ def test_each_container_holds_only_the_secrets_it_uses(stack: Stack) -> None:
 
 
 def test_locally_built_images_are_never_pulled(stack: Stack) -> None:
-    result = stack.compose("--dry-run", "pull")
+    """`compose pull` (what deploy.sh runs without --skip-pull) skips maxcore's image
+    (pull_policy: build; the EspoCRM stand-in here has pull_policy: never). Only the
+    registry images are tried, and fail: no registry is reachable from this machine."""
+    result = stack.compose("--dry-run", "pull", check=False)
     lines = (result.stdout + result.stderr).splitlines()
     for service in ("maxcore", "espocrm", "espocrm-daemon"):
-        assert not any(f" {service} " in f" {line} " and "Pulling" in line for line in lines), lines
+        assert any(line.split()[-2:] == [service, "Skipped"] for line in lines), lines
+    pulled = {line.split()[-2] for line in lines if line.rstrip().endswith("Pulling")}
+    assert pulled <= {"nginx", "mariadb"}, lines
 
 
 async def test_a_webhook_goes_through_nginx_maxcore_and_espocrm_to_a_reply(stack: Stack) -> None:
@@ -324,7 +335,7 @@ async def test_a_webhook_goes_through_nginx_maxcore_and_espocrm_to_a_reply(stack
         leads = await client.get("/api/v1/Lead", headers={"Host": CRM, "X-Api-Key": key},
                                  extensions={"sni_hostname": CRM})
     assert leads.status_code == 200
-    found = [lead for lead in leads.json()["list"] if lead.get("lastName") == "Curie"]
+    found = [lead for lead in leads.json()["list"] if lead.get("emailAddress") == "marie@radium.fr"]
     assert found and found[0]["tenantId"] == "acme"
 
 

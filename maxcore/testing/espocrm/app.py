@@ -69,13 +69,15 @@ class EspoEmulator:
         self.currency_list = currency_list
         self._clock_offset = 0.0
         self.auth = Authenticator(self._now, max_failed_attempts, failed_attempts_period_s)
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(str(state_dir / "records.sqlite3") if state_dir else ":memory:")
         self.admin = admin
         self.directory = Directory(state_dir / "users.json" if state_dir else None)
-        for known in self.directory.api_users():
-            self.add_api_user(known)
         self.assignable_ids: set[str] = set()
         self.user_names: dict[str, str] = {}
+        for known in self.directory.api_users():
+            self.add_api_user(known)
         self.requests: list[tuple[str, str]] = []
         # (method, path, decoded query pairs) of every API request, for assertions.
         self.queries: list[tuple[str, str, list[tuple[str, str]]]] = []
