@@ -15,6 +15,26 @@ from loguru import logger
 from .app import create_app
 from .runtime import Runtime
 
+# An idle keep-alive connection (and one still sending its request head) is closed
+# after KEEP_ALIVE_S: longer than nginx's 60 s upstream keep-alive, so nginx never
+# reuses a connection maxcore is closing. A connection on which nothing arrives for
+# READ_TIMEOUT_S is dropped; the app bounds a whole body to BODY_TIMEOUT_S.
+KEEP_ALIVE_S = 75
+READ_TIMEOUT_S = 90
+MAX_HEAD_BYTES = 64 * 1024
+
+
+def hypercorn_config(runtime: Runtime, host: str, port: int) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"{host}:{port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = KEEP_ALIVE_S
+    hc.read_timeout = READ_TIMEOUT_S
+    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
+    hc.h11_max_incomplete_size = MAX_HEAD_BYTES
+    return hc
+
 
 def pid_file(runtime: Runtime) -> Path:
     return runtime.loaded.data_dir / "maxcore.pid"
@@ -23,13 +43,7 @@ def pid_file(runtime: Runtime) -> Path:
 async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP."""
     app = create_app(runtime, manage_lifecycle=False)
-    hc = HypercornConfig()
-    hc.bind = [f"{host}:{port}"]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 75
-    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
-    hc.h11_max_incomplete_size = 64 * 1024
+    hc = hypercorn_config(runtime, host, port)
 
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()

@@ -10,13 +10,18 @@ log or the model in a shape they cannot encode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import time
 from typing import Any
+
+import attrs
 
 from .connectors import WebhookRequest
 from .errors import WebhookError
+from .types import InboundMessage
 
 # Deeper than any provider's document (Green-API's are 4 levels), shallow enough that
 # nothing downstream recurses into trouble.
@@ -180,3 +185,44 @@ def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 def raw_text(body: bytes, limit: int = 1 << 20) -> str:
     """The body as storable text (invalid UTF-8 and surrogates replaced), for dead letters."""
     return clean_text(body[:limit].decode("utf-8", "replace"))
+
+
+# Metadata a channel attaches is JSON-encoded into the inbox: it stays shallow.
+MAX_METADATA_DEPTH = 32
+
+
+def clean_message(message: InboundMessage) -> InboundMessage:
+    """``message`` with lone surrogates replaced in every text field and a finite
+    ``received_at``; raises :class:`BodyRejected` when its metadata nests too deep."""
+    changes: dict[str, Any] = {}
+    for name in ("chat_id", "message_id", "text", "sender_name", "sender_phone", "kind", "quoted_text"):
+        value = getattr(message, name)
+        if isinstance(value, str) and clean_text(value) is not value:
+            changes[name] = clean_text(value)
+    media = message.media
+    if media is not None:
+        fields = {k: clean_text(v) for k, v in attrs.asdict(media).items() if isinstance(v, str)}
+        if any(fields[k] is not getattr(media, k) for k in fields):
+            changes["media"] = attrs.evolve(media, **fields)
+    if not isinstance(message.received_at, int | float) or not math.isfinite(message.received_at):
+        changes["received_at"] = time.time()
+    clean_tree(message.metadata, MAX_METADATA_DEPTH)
+    return attrs.evolve(message, **changes) if changes else message
+
+
+def dead_letter(
+    tenant: str, channel: str, raw: str, reason: str,
+    chat_id: str | None = None, provider_id: str | None = None,
+) -> InboundMessage:
+    """The inbox record of a body that was authenticated but cannot be processed.
+
+    Its id is derived from the body (a redelivery of the same body is a duplicate) and
+    never the provider's message id, so a correct copy of that message still gets in.
+    """
+    digest = hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:24]
+    return InboundMessage(
+        tenant=tenant, channel=channel, chat_id=clean_text(chat_id or "-"),
+        message_id=f"unprocessable-{digest}", kind=UNPROCESSABLE_KIND,
+        metadata={"reason": clean_text(reason), "raw_body": clean_text(raw),
+                  "provider_message_id": clean_text(provider_id) if provider_id else None},
+    )

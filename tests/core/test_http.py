@@ -19,8 +19,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def test_health_reports_every_tenant(make_config):
-    async with running(make_config("acme", "globex")) as r:
-        response = await r.client.get("/api/health")
+    config = make_config("acme", "globex", main="server: {health_token: the-health-token}\n")
+    async with running(config) as r:
+        response = await r.client.get("/api/health", headers=bearer("the-health-token"))
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["version"]

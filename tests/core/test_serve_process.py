@@ -15,6 +15,7 @@ import httpx
 from maxcore.testing.server import free_port
 
 MAXCORE = [sys.executable, "-m", "maxcore"]
+HEALTH = {"Authorization": "Bearer serve-health-token"}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -27,13 +28,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def tenants(url: str) -> set[str]:
     try:
-        return set(httpx.get(f"{url}/api/health", timeout=2).json()["tenants"])
+        return set(httpx.get(f"{url}/api/health", timeout=2, headers=HEALTH).json()["tenants"])
     except (httpx.HTTPError, KeyError, ValueError):
         return set()
 
 
 def test_reload_and_terminate(make_config, tmp_path: Path):
-    config = make_config("acme")
+    config = make_config("acme", main="server: {health_token: serve-health-token}\n")
     env = {**os.environ, "MAXCORE_DATA_DIR": str(tmp_path / "data"), "MAXCORE_LOAD_PLUGINS": ""}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
