@@ -133,3 +133,68 @@ async def test_health_details_need_the_token_when_one_is_set(make_config):
     assert public.status_code == 200 and public.json() == {"status": "ok", "version": r.runtime.version}
     assert "tenants" not in wrong.json()
     assert set(full.json()["tenants"]) == {"acme"}
+
+
+async def test_lone_surrogates_are_replaced_and_answered(make_config):
+    """A lone surrogate (JSON "\\ud800") in the text or the id is stored as U+FFFD."""
+    async with running(make_config("acme")) as r:
+        s = await session(r.client, "acme")
+        body = b'{"text": "bonjour \\ud800 ici", "id": "m-\\udfff-1"}'
+        response = await r.client.post("/webhooks/webchat", headers=bearer(s["token"]), content=body)
+        assert response.status_code == 200 and response.json()["accepted"] == 1
+        await r.settle()
+        messages = (await r.client.get("/chat/acme/messages?wait=0",
+                                       headers=bearer(s["token"]))).json()["messages"]
+        assert r.runtime.inbox.stats()["workers"] == r.runtime.config.inbox.workers
+    assert [m["from"] for m in messages] == ["user", "assistant"]
+    assert "\ufffd" in messages[0]["text"]
+
+
+async def test_json_bounds_answer_400_naming_the_problem(make_config):
+    async with running(make_config("acme")) as r:
+        s = await session(r.client, "acme")
+
+        async def post(content: bytes) -> tuple[int, str]:
+            response = await r.client.post("/webhooks/webchat", headers=bearer(s["token"]),
+                                           content=content)
+            return response.status_code, response.json()["error"]
+
+        assert await post(b'{"text": "x", "n": ' + b"9" * 4301 + b"}") == (
+            400, "body refused: an integer has more than 1000 digits")
+        assert await post(b"[" * 1000 + b"]" * 1000) == (400, "body refused: nested deeper than 800 levels")
+        deep = b'{"text": "x", "a": ' + b"[" * 900 + b"]" * 900 + b"}"
+        assert await post(deep) == (400, "body refused: nested deeper than 800 levels")
+        assert await post(b'{"text": "x", "n": NaN}') == (400, "body refused: NaN is not a JSON value")
+        assert (await post(b'{"text": "x", "n": 1e999}'))[0] == 400
+        # Unauthenticated, the Green-API route decodes under the same bounds.
+        unauth = await r.client.post("/webhooks/webchat", content=b"[" * 5000)
+        assert unauth.status_code == 401  # webchat reads its token before the body
+
+
+async def test_unknown_webchat_tenant_in_a_token_is_401(make_config):
+    async with running(make_config("acme")) as r:
+        s = await session(r.client, "acme")
+        payload, _, signature = s["token"].partition(".")
+        import base64
+        import json as _json
+
+        claims = _json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims["t"] = "globex"
+        other = base64.urlsafe_b64encode(_json.dumps(claims).encode()).rstrip(b"=").decode()
+        response = await r.client.post("/webhooks/webchat", headers=bearer(f"{other}.{signature}"),
+                                       json={"text": "x"})
+    assert response.status_code == 401
+
+
+async def test_anonymous_health_is_status_and_version_only(make_config):
+    async with running(make_config("acme")) as r:
+        anonymous = await r.client.get("/api/health")
+        forged = await r.client.get("/api/health", headers=bearer(""))
+    assert anonymous.status_code == 200
+    assert anonymous.json() == forged.json() == {"status": "ok", "version": r.runtime.version}
+
+
+async def test_webhook_query_string_is_bounded(make_config):
+    async with running(make_config("acme")) as r:
+        response = await r.client.post("/webhooks/webchat?" + "a=" + "x" * 3000, json={})
+    assert response.status_code == 400 and "query string" in response.json()["error"]
