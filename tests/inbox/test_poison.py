@@ -31,7 +31,7 @@ def states(path: Path) -> dict[str, str]:
 
 async def wait_until(predicate: object, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - state, not an event
             await asyncio.sleep(0.01)
 
 

@@ -64,7 +64,8 @@ async def test_lone_surrogates_from_green_api_are_answered(
         await r.settle()
         stats = r.runtime.inbox.stats()
     assert response.status_code == 200 and response.json()["accepted"] == 1
-    assert stats["done"] == 1 and stats["workers"] == r.runtime.config.inbox.workers and stats["worker_restarts"] == 0
+    assert stats["done"] == 1 and stats["worker_restarts"] == 0
+    assert stats["workers"] == r.runtime.config.inbox.workers
     assert len(emulator.instances[INSTANCE].sent) == 1
 
 
