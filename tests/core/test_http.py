@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
 from maxcore.connectors import LeadQuery
 from maxcore.testing.harness import running
 
@@ -198,3 +207,91 @@ async def test_webhook_query_string_is_bounded(make_config):
     async with running(make_config("acme")) as r:
         response = await r.client.post("/webhooks/webchat?" + "a=" + "x" * 3000, json={})
     assert response.status_code == 400 and "query string" in response.json()["error"]
+
+
+@contextlib.asynccontextmanager
+async def real_server(runtime, **timeouts: float) -> AsyncIterator[tuple[str, int]]:
+    """The app on hypercorn with ``maxcore serve``'s settings, on a socket bound to port 0."""
+    from hypercorn.asyncio import serve
+
+    from maxcore.app import create_app
+    from maxcore.server import hypercorn_config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    config = hypercorn_config(runtime, "127.0.0.1", 0)
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn closes the one it gets
+    for name, value in timeouts.items():
+        setattr(config, name, value)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(create_app(runtime, manage_lifecycle=False), config,
+                                     shutdown_trigger=stop.wait))
+    try:
+        yield "127.0.0.1", sock.getsockname()[1]
+    finally:
+        stop.set()
+        await task
+        sock.close()
+
+
+async def test_a_3_mb_body_gets_a_clean_413(make_config):
+    async with running(make_config("acme")) as r, real_server(r.runtime) as (host, port):
+        s = await session(r.client, "acme")
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
+            for _ in range(5):  # a reset would show up at random: try a few times
+                response = await client.post("/webhooks/webchat", headers=bearer(s["token"]),
+                                             content=b"x" * (3 * 1024 * 1024))
+                assert response.status_code == 413 and "larger than" in response.json()["error"]
+
+            async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+                for _ in range(48):
+                    yield b"y" * 65536
+
+            chunked = await client.post("/webhooks/webchat", headers=bearer(s["token"]),
+                                        content=streamed())
+            assert chunked.status_code == 413
+
+
+@pytest.mark.slow
+async def test_slow_connections_are_not_held(make_config, monkeypatch):
+    """Connections that send half a request head, or drip a body, are closed in bounded time."""
+    from maxcore import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 1.0)
+    async with running(make_config("acme")) as r, \
+            real_server(r.runtime, keep_alive_timeout=1, read_timeout=3) as (host, port):
+        async def slow_head() -> bytes:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"POST /webhooks/webchat HTTP/1.1\r\nHost: x\r\n")  # never finished
+            await writer.drain()
+            data = await reader.read()  # returns at EOF: the server closed it
+            writer.close()
+            return data
+
+        async def dripping_body() -> bytes:
+            reader, writer = await asyncio.open_connection(host, port)
+            received: list[bytes] = []
+
+            async def collect() -> None:  # reads as the answer arrives, before any reset
+                with contextlib.suppress(ConnectionError):
+                    while chunk := await reader.read(65536):
+                        received.append(chunk)
+
+            collector = asyncio.create_task(collect())
+            writer.write(b"POST /webhooks/webchat HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            with contextlib.suppress(ConnectionError):
+                while not collector.done():
+                    writer.write(b"x")
+                    await writer.drain()
+                    await asyncio.sleep(0.3)
+            await collector
+            writer.close()
+            return b"".join(received)
+
+        async with asyncio.timeout(30):
+            heads = await asyncio.gather(*(slow_head() for _ in range(200)))
+            drips = await asyncio.gather(*(dripping_body() for _ in range(20)))
+    assert all(data == b"" for data in heads)
+    assert all(data.startswith(b"HTTP/1.1 408") for data in drips), drips[0][:200]
