@@ -219,10 +219,12 @@ def leads(config_dir: Path, tenant_id: str, limit: int, as_json: bool) -> None:
     if not found:
         click.echo(f"No lead for tenant {tenant_id}.")
         return
-    columns = ("id", "name", "phone", "email", "company", "industry", "status", "source")
+    # Identity, then the CRM's own fields, in the order they first appear.
+    extra = list(dict.fromkeys(name for lead in found for name in lead.fields))
+    columns = ("id", "name", "phone", "email", "company", *extra)
     rows = [
         (lead.id or "", lead.full_name, lead.phone or "", lead.email or "", lead.company or "",
-         lead.industry or "", lead.status or "", lead.source or "")
+         *(str(lead.fields.get(name) or "") for name in extra))
         for lead in found
     ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]

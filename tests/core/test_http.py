@@ -44,7 +44,7 @@ async def test_webchat_message_to_lead_and_reply(make_config):
         leads = await r.runtime.tenant("acme").crm.list_leads()
     assert [m["from"] for m in messages] == ["user", "assistant"]
     assert messages[1]["text"].startswith("✅ Lead créé : Jean Dupont")
-    assert len(leads) == 1 and leads[0].phone == "+33612345678" and leads[0].industry == "Construction"
+    assert len(leads) == 1 and leads[0].phone == "+33612345678" and leads[0].fields["industry"] == "BTP"
 
 
 async def test_error_codes(make_config):
