@@ -133,7 +133,8 @@ class SqliteCRM(SqliteConnector, CRMBase):
                     if row is not None:
                         break
             if row is None:
-                created = with_defaults(lead, defaults or {}, schema)
+                # A new lead is New unless the tenant's defaults or the lead say otherwise.
+                created = with_defaults(lead, {"status": "New", **(defaults or {})}, schema)
                 lead_id = uuid.uuid4().hex[:17]
                 now = time.time()
                 conn.execute(

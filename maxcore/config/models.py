@@ -122,7 +122,9 @@ class AssistantConfig:
     max_tool_rounds: int = attrs.field(default=4, validator=in_range(1, 20))
     history_messages: int = attrs.field(default=20, validator=in_range(0, 200))
     phone_region: str = "FR"
-    lead_defaults: dict[str, str] = attrs.field(factory=lambda: {"status": "New"})
+    # Values for fields of a lead being created, in the CRM's own vocabulary (checked
+    # against its declaration). None by default: each CRM has its own defaults.
+    lead_defaults: dict[str, str] = attrs.field(factory=dict)
 
 
 def _optional_positive(_instance: Any, attribute: attrs.Attribute, value: int | None) -> None:

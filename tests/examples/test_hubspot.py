@@ -181,6 +181,17 @@ async def test_tenant_in_yaml_end_to_end(hub: HubSpotEmulator, tmp_path: Path) -
         assert len(await r.runtime.tenant("acme").memory.audit_log(action="lead_updated")) == 1
 
 
+async def test_a_tenant_without_lead_defaults_works(hub: HubSpotEmulator, tmp_path: Path) -> None:
+    text = TENANT.format(tenant="acme", url=hub.url, token=TOKEN).replace(
+        "  lead_defaults: {lifecyclestage: lead, hs_lead_status: nouveau}\n", "  language: en\n")
+    config = write_config(tmp_path / "config", {"acme": text}, data_dir=tmp_path / "data")
+    async with running(config) as r:
+        await _say(r.client, "acme", "New lead: John Smith from Acme, john@acme.com", "m1")
+        await r.settle()
+    [contact] = hub.contact_properties()
+    assert contact["email"] == "john@acme.com" and contact.get("lifecyclestage") is None
+
+
 async def test_lead_defaults_hubspot_does_not_allow_fail_at_open(hub: HubSpotEmulator, tmp_path: Path) -> None:
     from maxcore.errors import PluginError
 
