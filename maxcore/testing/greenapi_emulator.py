@@ -1,4 +1,4 @@
-"""A Green-API contract emulator: a real HTTP server on 127.0.0.1 (contracts/greenapi.md).
+"""A Green-API contract emulator: a real HTTP server on 127.0.0.1 (green-api.com/en/docs).
 
 It serves ``/waInstance{id}/{method}/{token}`` for the methods maxcore uses:
 ``sendMessage``, ``getStateInstance``, ``getSettings``, ``setSettings``,

@@ -175,8 +175,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 # What a Supabase project has before any migration: the API roles and the ``auth``
-# helpers, as supabase/postgres and supabase/auth define them (see
-# shared/contracts/supabase.md §5). Idempotent. Run it as a superuser.
+# helpers, as supabase/postgres and supabase/auth define them
+# in their migrations. Idempotent. Run it as a superuser.
 SUPABASE_BOOTSTRAP_SQL = """
 do $$
 begin
