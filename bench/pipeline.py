@@ -121,6 +121,20 @@ def write_config(root: Path, workers: int, urls: dict[str, str]) -> Path:
     return config
 
 
+def start_server(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], int]:
+    with (root / "serve.log").open("wb") as log:
+        process = subprocess.Popen([MAXCORE, "serve", "--config", str(config), "--port", "0"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        port = served_port(root / "data")
+        if port:
+            return process, port
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"maxcore serve did not start: {(root / 'serve.log').read_text()}")
+
+
 async def post_all(client: httpx.AsyncClient, bodies: list[dict[str, Any]],
                    concurrency: int) -> list[float]:
     latencies: list[float] = []
@@ -160,26 +174,15 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"maxcore-bench-w{workers}-"))
     config = write_config(root, workers, {
         "greenapi": servers[0].url, "espocrm": espo.url, "openai": openai.base_url})
-    log = (root / "serve.log").open("wb")
-    process = subprocess.Popen([MAXCORE, "serve", "--config", str(config), "--port", "0"],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process, port = await asyncio.to_thread(start_server, root, config)
     try:
-        port = None
-        for _ in range(600):
-            port = served_port(root / "data")
-            if port or process.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        if not port:
-            raise RuntimeError(f"maxcore serve did not start: {(root / 'serve.log').read_text()}")
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
                                      timeout=120) as client:
             # Idle baseline: one message processed, then its duplicates acknowledged (no work).
             warm = webhook(10_000_000)
             await post_all(client, [warm], 1)
-            while len(instance.sent) < 1:
-                await asyncio.sleep(0.05)
+            await greenapi.wait_for(lambda: len(instance.sent) >= 1, 60)
             idle_acks = await post_all(client, [warm] * 200, 8)
             sent_before, llm_before, crm_before = len(instance.sent), llm_calls[0], crm_calls[0]
             sends_before = sends[0]
@@ -187,18 +190,14 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             started = time.perf_counter()
             bodies = [webhook(n) for n in range(args.conversations)]
             acks = await post_all(client, bodies, 64)
-            deadline = started + args.timeout
-            while len(instance.sent) - sent_before < args.conversations:
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"only {len(instance.sent) - sent_before} replies in time")
-                await asyncio.sleep(0.02)
+            await greenapi.wait_for(
+                lambda: len(instance.sent) - sent_before >= args.conversations, args.timeout)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(process.pid) - cpu_before
             rss = rss_mb(process.pid)
     finally:
         process.terminate()
-        process.wait(60)
-        log.close()
+        await asyncio.to_thread(process.wait, 60)
         for server in servers:
             server.stop()
     n = args.conversations
