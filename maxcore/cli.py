@@ -166,6 +166,7 @@ def plugins_command(as_json: bool) -> None:
 def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbose: bool) -> None:
     """Talk to a tenant's assistant from the terminal (replies come back here)."""
     from .builtin.console import ConsoleChannel, ConsoleConfig
+    from .prompts import pack_of
     from .types import InboundMessage
 
     setup_logging("INFO" if verbose else "WARNING")
@@ -178,7 +179,7 @@ def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbo
         await runtime.open()
         try:
             lines = [text] if text is not None else None
-            prompt = "vous> " if runtime.tenant(tenant_id).config.assistant.language == "fr" else "you> "
+            prompt = pack_of(runtime.tenant(tenant_id).config.assistant).texts["console_prompt"]
             while True:
                 if lines is not None:
                     if not lines:
