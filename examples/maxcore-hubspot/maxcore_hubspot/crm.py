@@ -135,7 +135,8 @@ class HubSpotCRM(CRMBase):
     def _properties_out(self, lead: Lead) -> dict[str, Any]:
         out = {attribute: getattr(lead, key) for key, attribute in _IDENTITY.items()
                if getattr(lead, key) is not None}
-        out.update({k: v for k, v in lead.fields.items() if v is not None})
+        out.update({k: (str(v).lower() if isinstance(v, bool) else v)
+                    for k, v in lead.fields.items() if v is not None})
         return out
 
     def _to_lead(self, record: Mapping[str, Any], schema: LeadSchema) -> Lead:
@@ -149,8 +150,14 @@ class HubSpotCRM(CRMBase):
         fields = {}
         for field in schema.fields:
             value = props.get(field.name)
-            if value not in (None, ""):
-                fields[field.name] = field.normalise(value) if field.type is not FieldType.ENUM else value
+            if value in (None, ""):
+                continue
+            if field.type is FieldType.BOOLEAN:
+                fields[field.name] = str(value).lower() == "true"  # HubSpot sends "true"/"false"
+            elif field.type is FieldType.NUMBER:
+                fields[field.name] = field.normalise(value)
+            else:
+                fields[field.name] = value
         return Lead(**values, fields=fields, id=str(record.get("id")))
 
     def _wanted(self, schema: LeadSchema) -> list[str]:
