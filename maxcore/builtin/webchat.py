@@ -32,6 +32,7 @@ from ..errors import WebhookError
 from ..hookspecs import hookimpl
 from ..types import InboundMessage, OutboundMessage, SendResult
 from ..webhooks import json_body
+from .sqlite_db import create_private_file
 
 MAX_TEXT = 4000
 MAX_MESSAGES_PER_CHAT = 200
@@ -58,11 +59,12 @@ def session_secret(data_dir: Path, configured: str | None = None) -> bytes:
     if configured:
         return configured.encode()
     path = data_dir / "webchat.secret"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+    create_private_file(path)  # 0600 from its creation, never readable by others
+    key = path.read_text().strip()
+    if not key:
+        key = secrets.token_hex(32)
+        path.write_text(key)
+    return key.encode()
 
 
 @functools.lru_cache(maxsize=4096)
