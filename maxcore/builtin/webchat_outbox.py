@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import time
 from typing import Any
 
@@ -97,6 +98,9 @@ class Outbox:
 
     async def messages(self, chat_id: str, after: int, wait: float) -> list[dict[str, Any]]:
         """Messages of ``chat_id`` newer than ``after``, waiting up to ``wait`` seconds."""
+        if not (math.isfinite(wait) and wait >= 0):
+            # A NaN deadline never passes and slows every timer of the event loop.
+            raise ValueError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:

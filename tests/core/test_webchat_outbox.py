@@ -102,3 +102,9 @@ async def test_close_releases_every_read() -> None:
     await asyncio.sleep(0)
     box.close()
     assert await asyncio.wait_for(asyncio.gather(*reads), 5) == [[], [], []]
+
+
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1.0])
+async def test_a_read_refuses_a_wait_no_timer_can_honour(wait: float) -> None:
+    with pytest.raises(ValueError):
+        await Outbox(OutboxLimits()).messages("a", 0, wait)
