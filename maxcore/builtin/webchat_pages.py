@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from ..errors import WebhookError
+from ..prompts import pack_of
 from .webchat import Session, WebchatChannel, bearer
 
 STATIC = Path(__file__).parent / "static"
@@ -36,20 +37,12 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-# The page's own words, per tenant language.
-PAGE_TEXTS: dict[str, dict[str, str]] = {
-    "fr": {
-        "online": "en ligne", "offline": "reconnexion…", "placeholder": "Message",
-        "send": "Envoyer", "sending": "envoi…", "unsent": "Non envoyé", "retry": "Réessayer",
-        "unsent_because": "Non envoyé : {reason}",
-        "unreachable": "serveur injoignable",
-    },
-    "en": {
-        "online": "online", "offline": "reconnecting…", "placeholder": "Message",
-        "send": "Send", "sending": "sending…", "unsent": "Not sent", "retry": "Retry",
-        "unsent_because": "Not sent: {reason}",
-        "unreachable": "server unreachable",
-    },
+# The page's own words come from the tenant's language pack (keys webchat_*, which a
+# tenant may override in assistant.texts); a pack without them gets these.
+PAGE_TEXTS: dict[str, str] = {
+    "online": "online", "offline": "reconnecting…", "placeholder": "Message", "send": "Send",
+    "unsent": "Not sent", "unsent_because": "Not sent: {reason}", "retry": "Retry",
+    "unreachable": "server unreachable",
 }
 STATIC_TYPES = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css; charset=utf-8"}
 _PLACEHOLDER_RE = re.compile(r"__(LANG|TITLE|SETTINGS)__")
@@ -60,6 +53,11 @@ def script_json(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def page_texts(assistant: Any) -> dict[str, str]:
+    texts = pack_of(assistant).texts
+    return {key: texts.get(f"webchat_{key}", default) for key, default in PAGE_TEXTS.items()}
 
 
 def _secure(response: Response) -> Response:
@@ -155,7 +153,7 @@ async def chat_page(request: Request) -> Response:
         "TITLE": html.escape(title),
         "SETTINGS": script_json({
             "tenant": tenant_id, "title": title, "language": language,
-            "texts": PAGE_TEXTS.get(language, PAGE_TEXTS["en"]),
+            "texts": page_texts(tenant.config.assistant),
         }),
     }
     page = _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], _static("chat.html"))

@@ -280,3 +280,10 @@ async def test_sessions_are_signed_with_the_configured_session_secret(config, tm
         assert (await post(r.client, token, message_id="m1")).status_code == 200
     async with running(config(data="three")) as r:
         assert (await post(r.client, token, message_id="m1")).status_code == 401
+
+
+async def test_a_tenant_may_override_the_page_texts(config):
+    async with running(config(language="en, texts: {webchat_retry: Try again}")) as r:
+        page = (await r.client.get("/chat/acme")).text
+    settings = json.loads(re.search(r'id="settings">(.*?)</script>', page, re.S).group(1))
+    assert settings["texts"]["retry"] == "Try again" and settings["texts"]["unsent"] == "Not sent"
