@@ -69,7 +69,8 @@ def test_validator_failures_name_the_field(tmp_path):
                           main="server: {port: 70000}\n")
     found = problems(config)
     assert "maxcore.yaml: server.port: expected a number between 1 and 65535, got 70000" in found
-    assert "tenants/acme.yaml: assistant.language: expected a language with a pack (en, fr), got 'de'" in found
+    assert ("tenants/acme.yaml: assistant.language: expected a language with a pack (en, fr), "
+            "got 'de'") in found
 
 
 def test_missing_environment_variable(tmp_path):
