@@ -16,6 +16,7 @@ import attrs
 import yaml
 
 from ..connectors import KINDS
+from . import safe_yaml
 from .models import (
     DEFAULT_BLOCKS,
     ConnectorBlock,
@@ -72,18 +73,33 @@ def load_dotenv_files(directory: Path) -> None:
 
 def _read_yaml(path: Path, label: str, problems: list[Problem]) -> Any:
     try:
+        size = path.stat().st_size
+        if size > safe_yaml.MAX_BYTES:
+            problems.append(Problem(
+                label, "", f"file is {size:,} bytes; configuration files are limited to "
+                f"{safe_yaml.MAX_BYTES:,}",
+            ))
+            return None
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         problems.append(Problem(label, "", f"cannot read file ({exc.strerror})"))
         return None
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(label, "", f"not UTF-8 text (byte {exc.start})"))
+        return None
     try:
-        return yaml.safe_load(text)
+        parsed = safe_yaml.parse(text)
+    except safe_yaml.YAMLRefused as exc:
+        problems.append(Problem(label, "", f"refused: {exc}"))
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
         problems.append(Problem(label, "", f"invalid YAML: {where}{reason}"))
         return None
+    problems.extend(Problem(label, key_path, message) for key_path, message in parsed.duplicates)
+    return parsed.data
 
 
 def interpolate(

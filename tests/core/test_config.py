@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import attrs
@@ -179,3 +180,91 @@ def test_rate_limit_must_be_positive(tmp_path):
     assert problems(config) == [
         "tenants/acme.yaml: limits.messages_per_minute: expected a positive integer or null, got 0"
     ]
+
+
+# -- hostile YAML ---------------------------------------------------------------------
+LAUGHS = "tenant: acme\nlol: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+
+
+def test_billion_laughs_is_refused_naming_the_file(tmp_path):
+    assert len(LAUGHS.encode()) < 420  # expands to 9⁹ (387 million) values
+    config = write_config(tmp_path, tenant(LAUGHS))
+    (found,) = problems(config)
+    assert found.startswith("tenants/acme.yaml: refused: line ")
+    assert "aliases expand to more than 100,000 values" in found
+
+
+def test_check_refuses_billion_laughs(tmp_path):
+    config = write_config(tmp_path, tenant(LAUGHS))
+    result = CliRunner().invoke(cli_module.cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "tenants/acme.yaml: refused" in result.output
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    config = write_config(tmp_path, tenant(
+        "tenant: acme\nassistant: &base {name: Max, history_messages: 5}\n"
+        "limits: {messages_per_minute: 10}\n"
+    ) | {"beta": "tenant: beta\nbase: &b {name: Bea, language: en}\n"}
+    )
+    # `base` is not a key of a tenant file: the anchor itself is reported, not the alias size
+    assert problems(config) == ["tenants/beta.yaml: base: unknown key; expected one of: "
+                                "tenant, name, assistant, limits"]
+    config = write_config(tmp_path / "m", tenant(
+        "tenant: acme\nassistant:\n  <<: &b {name: Bea, language: en}\n  language: fr\n"
+    ))
+    loaded = load_config(config, PLUGINS, env={})
+    assert loaded.ok, loaded.problems
+    assert (loaded.tenants[0].assistant.name, loaded.tenants[0].assistant.language) == ("Bea", "fr")
+
+
+@pytest.mark.parametrize("text", [
+    "tenant: acme\nname: " + "[" * 5000 + "]" * 5000 + "\n",
+    "tenant: acme\nname:\n" + "".join("  " * i + "k:\n" for i in range(1, 700)),
+    "tenant: acme\nname: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+])
+def test_deep_nesting_is_a_clean_error(tmp_path, text):
+    config = write_config(tmp_path, tenant(text))
+    (found,) = problems(config)
+    assert found.startswith("tenants/acme.yaml: invalid YAML: line ")
+    assert found.endswith("nesting deeper than 64 levels")
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nname: &a [1, *a]\n"))
+    assert problems(config) == [
+        "tenants/acme.yaml: refused: line 2: an alias refers to a value that contains it"
+    ]
+
+
+def test_duplicate_keys_name_the_path_and_lines(tmp_path):
+    config = write_config(tmp_path, tenant(
+        "tenant: acme\nassistant:\n  name: A\n  language: fr\n  name: B\ntenant: acme\n"
+    ), main="server:\n  port: 4000\n  port: 4001\n")
+    assert sorted(problems(config)) == [
+        "maxcore.yaml: server.port: duplicate key (line 3; first defined on line 2)",
+        "tenants/acme.yaml: assistant.name: duplicate key (line 5; first defined on line 3)",
+        "tenants/acme.yaml: tenant: duplicate key (line 6; first defined on line 1)",
+    ]
+
+
+def test_oversized_file_is_refused(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\n# " + "x" * (1 << 20) + "\n"))
+    (found,) = problems(config)
+    assert found.startswith("tenants/acme.yaml: file is 1,048,5") and "limited to 1,048,576" in found
+
+
+async def test_reload_refuses_billion_laughs_and_keeps_serving(make_config):
+    from maxcore.testing.harness import running
+
+    config = make_config("acme")
+    async with running(config) as r:
+        (config / "tenants" / "bomb.yaml").write_text(LAUGHS.replace("acme", "bomb"))
+        reload = asyncio.create_task(r.runtime.reload(config))
+        # The loop keeps serving while the files are read (off the event loop).
+        assert (await r.client.post("/chat/acme/session")).status_code == 200
+        found = await reload
+        assert len(found) == 1 and found[0].startswith("tenants/bomb.yaml: refused: ")
+        assert set(r.runtime.tenants.by_id) == {"acme"}
