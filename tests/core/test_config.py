@@ -268,3 +268,103 @@ async def test_reload_refuses_billion_laughs_and_keeps_serving(make_config):
         found = await reload
         assert len(found) == 1 and found[0].startswith("tenants/bomb.yaml: refused: ")
         assert set(r.runtime.tenants.by_id) == {"acme"}
+
+
+# -- strictness --------------------------------------------------------------------
+def test_every_validator_failure_of_a_block_is_reported_at_once(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\n"), main=(
+        "server: {port: 70000, body_limit_bytes: 1, shutdown_grace_s: -1, host: 3}\n"
+        "inbox: {workers: 0, type: redis}\n"
+    ))
+    assert sorted(problems(config)) == [
+        "maxcore.yaml: inbox.type: expected one of sqlite, memory, got 'redis'",
+        "maxcore.yaml: inbox.workers: expected a number between 1 and 1024, got 0",
+        "maxcore.yaml: server.body_limit_bytes: expected a number between 1024 and 67108864, got 1",
+        "maxcore.yaml: server.host: expected a string, got 3 (integer)",
+        "maxcore.yaml: server.port: expected a number between 1 and 65535, got 70000",
+        "maxcore.yaml: server.shutdown_grace_s: expected a number between 0 and 600, got -1.0",
+    ]
+
+
+def test_a_string_where_a_list_is_expected_is_an_error(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\nassistant: {allowed_tools: upsert_lead}\n"))
+    assert problems(config) == [
+        "tenants/acme.yaml: assistant.allowed_tools: expected a list, got 'upsert_lead' (string)"
+    ]
+
+
+def test_unknown_tool_names_are_errors(tmp_path):
+    config = write_config(tmp_path, tenant(
+        "tenant: acme\nassistant: {allowed_tools: [search_leads, upsert_leads, launch_rocket]}\n"
+    ))
+    first, second = problems(config)
+    assert first.startswith("tenants/acme.yaml: assistant.allowed_tools[1]: unknown tool "
+                            "'upsert_leads' (did you mean upsert_lead?); available: ")
+    assert "remember" in first
+    assert second.startswith("tenants/acme.yaml: assistant.allowed_tools[2]: unknown tool "
+                             "'launch_rocket'; available: ")
+
+
+def test_phone_region_must_be_a_known_region(tmp_path):
+    config = write_config(tmp_path, {"a": "tenant: a\nassistant: {phone_region: XX}\n",
+                                     "b": "tenant: b\nassistant: {phone_region: be}\n",
+                                     "c": "tenant: c\nassistant: {phone_region: CH}\n"})
+    assert problems(config) == [
+        "tenants/a.yaml: assistant.phone_region: expected a region code for phone numbers such "
+        "as FR, BE, CH or US, got 'XX'",
+        "tenants/b.yaml: assistant.phone_region: expected a region code for phone numbers such "
+        "as FR, BE, CH or US, got 'be' (did you mean 'BE'?)",
+    ]
+
+
+def test_environment_values_take_the_field_type(tmp_path):
+    config = write_config(tmp_path, tenant(
+        "tenant: acme\nassistant: {max_tool_rounds: '${ROUNDS}'}\nlimits:\n  messages_per_minute: ${RATE}\n"
+    ), main="server:\n  port: ${PORT}\n  shutdown_grace_s: ${GRACE:-2.5}\n")
+    loaded = load_config(config, PLUGINS, env={"PORT": "3005", "ROUNDS": " 6 ", "RATE": "30"})
+    assert loaded.ok, loaded.problems
+    assert loaded.main.server.port == 3005 and loaded.main.server.shutdown_grace_s == 2.5
+    assert loaded.tenants[0].assistant.max_tool_rounds == 6
+    assert loaded.tenants[0].limits.messages_per_minute == 30
+    found = [str(p) for p in load_config(config, PLUGINS, env={
+        "PORT": "80a", "ROUNDS": "99", "RATE": "-1"}).problems]
+    assert sorted(found) == [
+        "maxcore.yaml: server.port: expected an integer, got '${PORT}' (string from the environment)",
+        "tenants/acme.yaml: assistant.max_tool_rounds: expected a number between 1 and 20, got 99",
+        "tenants/acme.yaml: limits.messages_per_minute: expected a positive integer or null, got -1",
+    ]
+
+
+def test_a_literal_string_is_not_converted(tmp_path):
+    config = write_config(tmp_path, tenant("tenant: acme\n"), main="server: {port: '3005'}\n")
+    assert problems(config) == ["maxcore.yaml: server.port: expected an integer, got '3005' (string)"]
+
+
+# -- secrets never echoed ------------------------------------------------------------
+SECRET = "sk-Live-4f9A8b7c6d5e"
+MISPLACED = {
+    "wrong type": ("tenant: acme\n", "server: {port: '${API_SECRET}'}\n"),
+    "unknown enum": ("tenant: acme\nassistant: {language: '${API_SECRET}'}\n", ""),
+    "connector type": ("tenant: acme\ncrm: {type: '${API_SECRET}'}\n", ""),
+    "block not a mapping": ("tenant: acme\nllm: '${API_SECRET}'\n", ""),
+    "tenant id": ("tenant: '${API_SECRET}'\n", ""),
+    "url": ("tenant: acme\n", "server: {public_url: 'x${API_SECRET}'}\n"),
+    "list": ("tenant: acme\nassistant: {allowed_tools: '${API_SECRET}'}\n", ""),
+    "tool name": ("tenant: acme\nassistant: {allowed_tools: ['${API_SECRET}']}\n", ""),
+    "region": ("tenant: acme\nassistant: {phone_region: 'Bearer ${API_SECRET}'}\n", ""),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(MISPLACED))
+def test_a_misplaced_secret_is_never_shown(tmp_path, monkeypatch, variant):
+    tenant_text, main_text = MISPLACED[variant]
+    config = write_config(tmp_path, tenant(tenant_text), main=main_text)
+    monkeypatch.setenv("API_SECRET", SECRET)
+    found = [str(p) for p in load_config(config, PLUGINS).problems]
+    assert found and all(SECRET not in p for p in found), found
+    assert any("${API_SECRET}" in p for p in found), found
+    for command in ("check", "serve"):
+        result = CliRunner().invoke(cli_module.cli, [command, "--config", str(config)])
+        assert result.exit_code == 1, result.output
+        assert SECRET not in result.output
+        assert "${API_SECRET}" in result.output
