@@ -167,7 +167,9 @@ def test_missing_required_key_is_named_once(tmp_path):
     class Plugin:
         @hookimpl
         def register_llms(self):
-            return [type("Keyed", (), {"name": "keyed", "Config": NeedsKey})]
+            from maxcore.builtin.offline_llm import OfflineLLM
+
+            return [type("Keyed", (OfflineLLM,), {"name": "keyed", "Config": NeedsKey})]
 
     config = write_config(tmp_path, tenant("tenant: acme\nllm: {type: keyed}\n"))
     plugins = PluginSet().load(extra=[("needs_key", Plugin())])
