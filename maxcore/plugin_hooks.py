@@ -88,6 +88,8 @@ class Hooks:
         plugin that returned them (listing, error reports). Lists are flattened.
         """
         plugin = self._pm.get_plugin(plugin_name)
+        if not any(i.plugin is plugin for i in getattr(self._pm.hook, hook_name).get_hookimpls()):
+            return []
         others = [p for p in self._pm.get_plugins() if p is not plugin]
         caller = self._pm.subset_hook_caller(hook_name, remove_plugins=others)
         out: list[Any] = []
