@@ -18,6 +18,7 @@ import attrs
 import yaml
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.scanner import ScannerError
 
 MAX_BYTES = 1 << 20  # 1 MiB: a configuration file is a few kilobytes
 MAX_DEPTH = 64  # nesting levels, counted through aliases too
@@ -48,6 +49,13 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's name
+        # Refuse at the scanner too: it looks ahead over every pending "[" or "{" (up to
+        # 1,024 characters, quadratically) before the composer sees the first one.
+        super().fetch_flow_collection_start(TokenClass)  # type: ignore[misc]
+        if self.flow_level > MAX_DEPTH:
+            raise ScannerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", self.get_mark())
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         self._depth += 1
