@@ -111,6 +111,17 @@ def _strict_bool(value: Any, _type: type) -> bool:
     return value
 
 
+def _plain(value: Any, _type: Any = None) -> Any:
+    """``Any`` fields keep the YAML value as is, minus the FromEnv wrapper."""
+    if isinstance(value, FromEnv):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _sequence_factory(type_: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
     """Lists and homogeneous tuples accept a YAML list only, never a string or a mapping."""
     if is_mutable_sequence(type_):
@@ -209,6 +220,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
     converter.register_structure_hook(bool, _strict_bool)
+    converter.register_structure_hook(Any, _plain)
     converter.register_structure_hook_factory(is_sequence, _sequence_factory)
     converter.register_structure_hook_factory(attrs.has, _attrs_factory)
     return converter

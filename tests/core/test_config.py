@@ -81,6 +81,7 @@ def test_missing_environment_variable(tmp_path):
     ]
     loaded = load_config(config, PLUGINS, env={"ACME_NAME": "Acme SA"})
     assert loaded.ok and loaded.tenants[0].name == "Acme SA"
+    assert type(loaded.tenants[0].name) is str  # the FromEnv marker stays in the loader
     assert loaded.tenants[0].assistant.name == "MAX"
 
 
@@ -354,6 +355,8 @@ MISPLACED = {
     "list": ("tenant: acme\nassistant: {allowed_tools: '${API_SECRET}'}\n", ""),
     "tool name": ("tenant: acme\nassistant: {allowed_tools: ['${API_SECRET}']}\n", ""),
     "region": ("tenant: acme\nassistant: {phone_region: 'Bearer ${API_SECRET}'}\n", ""),
+    "plugin validator": ("tenant: acme\nchannel: {type: greenapi, instance_id: '${API_SECRET}', "
+                         "api_token: '${API_SECRET}'}\n", ""),
 }
 
 
