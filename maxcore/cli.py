@@ -94,7 +94,8 @@ def cli() -> None:
 @cli.command()
 @config_option
 @click.option("--host", default=None, help="Bind address (default: server.host, 0.0.0.0).")
-@click.option("--port", type=int, default=None, help="Port (default: server.port, 3005).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: server.port, 3005; 0: any free port, the one bound is logged).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
 @click.option("--log-level", default=None, help="TRACE, DEBUG, INFO, WARNING or ERROR.")
 def serve(config_dir: Path, host: str | None, port: int | None, log_format: str | None,
@@ -108,7 +109,8 @@ def serve(config_dir: Path, host: str | None, port: int | None, log_format: str 
     logging_cfg = runtime.config.logging
     setup_logging(log_level or logging_cfg.level, log_format or logging_cfg.format)
     server = runtime.config.server
-    asyncio.run(run_server(runtime, config_dir, host or server.host, port or server.port))
+    asyncio.run(run_server(runtime, config_dir, host or server.host,
+                           server.port if port is None else port))
 
 
 @cli.command()
@@ -187,6 +189,7 @@ def plugins_command(config_dir: Path, as_json: bool) -> None:
 def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbose: bool) -> None:
     """Talk to a tenant's assistant from the terminal (replies come back here)."""
     from .builtin.console import ConsoleChannel, ConsoleConfig
+    from .prompts import pack_of
     from .types import InboundMessage
 
     setup_logging("INFO" if verbose else "WARNING")
@@ -199,7 +202,7 @@ def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbo
         await runtime.open()
         try:
             lines = [text] if text is not None else None
-            prompt = "vous> " if runtime.tenant(tenant_id).config.assistant.language == "fr" else "you> "
+            prompt = pack_of(runtime.tenant(tenant_id).config.assistant).texts["console_prompt"]
             while True:
                 if lines is not None:
                     if not lines:

@@ -14,9 +14,9 @@ import attrs
 import phonenumbers
 
 from ..errors import MaxcoreError
+from ..languages import available_languages, language_pack
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-LANGUAGES = ("fr", "en")
 
 
 class FieldValueError(MaxcoreError, ValueError):
@@ -126,12 +126,20 @@ class MaxcoreConfig:
     logging: LoggingConfig = LoggingConfig()
 
 
+def _has_pack(code: str) -> None:
+    if code not in available_languages():
+        raise FieldValueError(
+            "language", f"expected a language with a pack ({', '.join(available_languages())}), got {code!r}")
+
+
 @attrs.frozen
 class AssistantConfig:
     """How the assistant behaves for one tenant."""
 
     name: str = "MAX"
-    language: str = attrs.field(default="fr", validator=one_of(*LANGUAGES))
+    # Any code with a language pack (maxcore/languages); texts overrides the pack's texts.
+    language: str = attrs.field(default="fr", validator=lambda _i, _a, value: _has_pack(value))
+    texts: dict[str, str] = attrs.field(factory=dict)
     system_prompt: str | None = None
     allowed_tools: tuple[str, ...] | None = None
     max_tool_rounds: int = attrs.field(default=4, validator=in_range(1, 20))
@@ -139,6 +147,13 @@ class AssistantConfig:
     # Region of phone numbers written without +country code (phonenumbers' region codes).
     phone_region: str = attrs.field(default="FR", validator=phone_region)
     lead_defaults: dict[str, str] = attrs.field(factory=lambda: {"status": "New"})
+
+    def __attrs_post_init__(self) -> None:
+        known = language_pack(self.language).texts
+        for key in self.texts:
+            if key not in known:
+                raise FieldValueError(
+                    f"texts.{key}", f"unknown text; expected one of: {', '.join(sorted(known))}")
 
 
 def _optional_positive(_instance: Any, attribute: attrs.Attribute, value: int | None) -> None:

@@ -172,7 +172,10 @@ def _attrs_factory(cls: type, converter: cattrs.Converter) -> Callable[[Any, Any
         errors.extend(_validator_errors(cls, fields, kwargs, partial=bool(errors)))
         if errors:
             raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except Exception as exc:  # e.g. from __attrs_post_init__: keep this class's path
+            raise ClassValidationError(f"While structuring {cls.__name__}", [exc], cls) from exc
 
     return structure
 

@@ -70,7 +70,8 @@ def test_validator_failures_name_the_field(tmp_path):
                           main="server: {port: 70000}\n")
     found = problems(config)
     assert "maxcore.yaml: server.port: expected a number between 1 and 65535, got 70000" in found
-    assert "tenants/acme.yaml: assistant.language: expected one of fr, en, got 'de'" in found
+    assert ("tenants/acme.yaml: assistant.language: expected a language with a pack (en, fr), "
+            "got 'de'") in found
 
 
 def test_missing_environment_variable(tmp_path):
@@ -373,3 +374,18 @@ def test_a_misplaced_secret_is_never_shown(tmp_path, monkeypatch, variant):
         assert result.exit_code == 1, result.output
         assert SECRET not in result.output
         assert "${API_SECRET}" in result.output
+
+
+def test_a_nested_class_check_keeps_the_full_key_path(tmp_path):
+    config = write_config(tmp_path, tenant(
+        "tenant: acme\nassistant: {texts: {no_such_text: x}, max_tool_rounds: 50}\n"
+    ))
+    found = problems(config)
+    assert found == [
+        "tenants/acme.yaml: assistant.max_tool_rounds: expected a number between 1 and 20, got 50"
+    ]
+    config = write_config(tmp_path / "b", tenant("tenant: acme\nassistant: {texts: {no_such_text: x}}\n"))
+    (found,) = problems(config)
+    assert found.startswith(
+        "tenants/acme.yaml: assistant.texts.no_such_text: unknown text; expected one of: "
+    )

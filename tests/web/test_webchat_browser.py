@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maxcore.testing.server import free_port
+from maxcore.testing.server import served_port
+
+pytestmark = pytest.mark.slow  # real processes: seconds each
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,16 +36,18 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config, ignore=shutil.ignore_patterns("examples"))
     env = {**os.environ, "MAXCORE_DATA_DIR": str(tmp_path / "data")}
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([*MAXCORE, "serve", "--config", str(config), "--port", str(port)],
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen([*MAXCORE, "serve", "--config", str(config), "--port", "0"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = ""
     try:
         deadline = time.monotonic() + 20
         while True:
+            port = served_port(tmp_path / "data")
+            url = f"http://127.0.0.1:{port}"
             try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                if port and httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
