@@ -98,18 +98,19 @@ class _Measure:
         self.active.add(id(node))
         total = 1
         if isinstance(node, MappingNode):
-            seen: dict[str, int] = {}
+            seen: dict[tuple[str, str], int] = {}
             for key_node, value_node in node.value:
                 key = _key_text(key_node)
-                if key_node.tag != _MERGE_TAG:
+                identity = (key_node.tag, key)  # 1 and "1" are two keys
+                if key_node.tag != _MERGE_TAG and isinstance(key_node, ScalarNode):
                     key_line = key_node.start_mark.line + 1
-                    if key in seen:
+                    if identity in seen:
                         self.duplicates.append((
                             _join(path, key),
-                            f"duplicate key (line {key_line}; first defined on line {seen[key]})",
+                            f"duplicate key (line {key_line}; first defined on line {seen[identity]})",
                         ))
                     else:
-                        seen[key] = key_line
+                        seen[identity] = key_line
                 total += self.size(key_node, path, depth + 1)
                 total += self.size(value_node, _join(path, key), depth + 1)
                 self._bounded(total, node)
