@@ -37,13 +37,16 @@ class ConnectorContext:
     """What a connector learns about where it runs.
 
     ``data_dir`` is where embedded connectors keep files; ``secrets`` receives values
-    that must be redacted from logs (a connector adds tokens it derives at runtime).
+    that must be redacted from logs (a connector adds tokens it derives at runtime);
+    ``session_secret`` is ``server.session_secret``, the key that signs sessions a
+    channel hands out (None: the channel keeps its own key in ``data_dir``).
     """
 
     tenant: str
     data_dir: Path
     add_secret: Callable[[str], None] = attrs.field(default=lambda _value: None)
     public_url: str | None = None
+    session_secret: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

@@ -113,6 +113,7 @@ class Runtime:
             TenantRuntime(
                 config, self.plugins, data_dir=loaded.data_dir, add_secret=REDACTOR.add,
                 public_url=loaded.main.server.public_url,
+                session_secret=loaded.main.server.session_secret,
                 channel_factory=self._channel_factory,
             )
             for config in selected

@@ -27,12 +27,14 @@ class TenantRuntime:
         data_dir: Path,
         add_secret: Callable[[str], None] = lambda _v: None,
         public_url: str | None = None,
+        session_secret: str | None = None,
         channel_factory: Callable[[ConnectorContext], Any] | None = None,
     ) -> None:
         self.config = config
         self.id = config.tenant
         self.context = ConnectorContext(
             tenant=config.tenant, data_dir=data_dir, add_secret=add_secret, public_url=public_url,
+            session_secret=session_secret,
         )
         instances: dict[str, Any] = {}
         for kind in KINDS:

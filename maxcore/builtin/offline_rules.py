@@ -13,30 +13,41 @@ from typing import Any
 
 from ..leads import INDUSTRY_OPTIONS, SYNONYMS, fold
 
-EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-PHONE_RE = re.compile(r"(?<![\w@])\+?\d[\d .\-()]{7,}\d")
+# Every pattern runs in time linear in the input: quantifiers that could give a
+# character back to a neighbour are possessive (``*+``, ``++``) and repetitions that
+# could overlap are bounded, so no input makes the engine backtrack over itself
+# (a 4,000-character word once cost 130 ms in the e-mail pattern alone).
+MAX_INPUT_CHARS = 5000
+EMAIL_RE = re.compile(
+    r"(?<![\w.+-])[\w.+-]{1,64}+@[\w-]{1,63}+(?:\.[\w-]{1,63}+){1,8}+(?![\w-])"
+)
+PHONE_RE = re.compile(r"(?<![\w@])\+?\d[\d .\-()]{7,24}\d")
 LEAD_MARKER_RE = re.compile(
-    r"^\s*(?:nouveau|nouvelle|new|ajoute[rz]?|add|cr[ée]e[rz]?|create)?\s*"
-    r"(?:un |une |a )?(?:lead|prospect|contact|client)\s*[:\-–]\s*",
+    r"^\s*+(?:(?:nouveau|nouvelle|new|ajoute[rz]?|add|cr[ée]e[rz]?|create)\s++)?+"
+    r"(?:(?:un|une|a)\s++)?+(?:lead|prospect|contact|client)\s*+[:\-–]\s*+",
     re.IGNORECASE,
 )
+_NAME_WORD = r"[A-ZÀ-Ý][\w'À-ÿ-]{1,40}+"
 NAME_INTRO_RE = re.compile(
-    r"(?:je m'appelle|je suis|moi c'est|mon nom est|my name is|i am|i'm|nom\s*:|name\s*:)\s+"
-    r"([A-ZÀ-Ý][\w'À-ÿ-]+(?:\s+[A-ZÀ-Ý][\w'À-ÿ-]+){0,2})",
+    r"(?:je m'appelle|je suis|moi c'est|mon nom est|my name is|i am|i'm|nom\s*+:|name\s*+:)\s++"
+    rf"({_NAME_WORD}(?:\s++{_NAME_WORD}){{0,2}}+)",
     re.IGNORECASE,
 )
+_COMPANY_WORD = r"[A-Z0-9][\w&'.-]{0,60}+"
 COMPANY_RE = re.compile(
-    r"(?:soci[ée]t[ée]|entreprise|company|chez|from|de la soci[ée]t[ée]|at)\s+"
-    r"([A-Z0-9][\w&'.-]*(?:\s+[A-Z0-9][\w&'.-]*){0,3})"
+    r"\b(?:soci[ée]t[ée]|entreprise|company|chez|from|de la soci[ée]t[ée]|at)\s++"
+    rf"({_COMPANY_WORD}(?:\s++{_COMPANY_WORD}){{0,3}}+)"
 )
 SEARCH_RE = re.compile(
-    r"^\s*(?:cherche[rz]?|recherche[rz]?|trouve[rz]?|search|find|look up)\s+(?:le |la |les |un |a |the )?"
-    r"(?:lead[s]?\s+|prospect[s]?\s+)?(.+)$",
+    r"^\s*+(?:cherche[rz]?|recherche[rz]?|trouve[rz]?|search|find|look up)\s++"
+    r"(?:(?:le|la|les|un|a|the)\s++)?+(?:(?:leads?|prospects?)\s++)?+(.+)$",
     re.IGNORECASE,
 )
-REMEMBER_RE = re.compile(r"^\s*(?:retiens que|souviens-toi que|note que|remember that)\s+(.+)$",
-                         re.IGNORECASE)
-GREETING_RE = re.compile(r"^\s*(?:bonjour|salut|hello|hi|hey|bonsoir|coucou)\b", re.IGNORECASE)
+REMEMBER_RE = re.compile(
+    r"^\s*+(?:retiens que|souviens-toi que|note que|remember that)\s++(.+)$",
+    re.IGNORECASE,
+)
+GREETING_RE = re.compile(r"^\s*+(?:bonjour|salut|hello|hi|hey|bonsoir|coucou)\b", re.IGNORECASE)
 
 
 def find_industry(text: str) -> str | None:
@@ -62,6 +73,7 @@ def _looks_like_name(segment: str) -> bool:
 
 def extract_lead(text: str) -> dict[str, Any]:
     """Return the lead fields found in ``text`` (possibly empty)."""
+    text = text[:MAX_INPUT_CHARS]
     fields: dict[str, Any] = {}
     email = EMAIL_RE.search(text)
     if email:
@@ -98,6 +110,7 @@ def extract_lead(text: str) -> dict[str, Any]:
 
 
 def has_lead_intent(text: str) -> bool:
+    text = text[:MAX_INPUT_CHARS]
     return bool(LEAD_MARKER_RE.search(text)) or bool(EMAIL_RE.search(text)) or bool(
         PHONE_RE.search(text)
     )

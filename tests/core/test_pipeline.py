@@ -136,7 +136,7 @@ async def test_replayed_message_repeats_no_effect(runtime, script):
     channel = runtime.tenant("acme").channel
     await runtime.handle(message(message_id="same"))
     await runtime.handle(message(message_id="same"))  # e.g. replay after a crash
-    sent = [m for m in channel._outbox["chat-1"] if m["from"] == "assistant"]
+    sent = [m for m in channel.outbox.after("chat-1", 0) if m["from"] == "assistant"]
     assert [m["text"] for m in sent] == ["Bienvenue", "Lead créé"]
     audit = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
     assert audit.count("lead_created") == 1 and audit.count("lead_updated") == 0
@@ -173,7 +173,7 @@ async def test_fixed_reply_skips_the_model_and_is_sent_once(runtime, script):
     await runtime.handle(msg)  # replayed: journalled, not sent again
     assert first.reply.text == "Merci de renvoyer votre message."
     assert REQUESTS.get("default") is None
-    sent = [m for m in runtime.tenant("acme").channel._outbox["chat-1"] if m["from"] == "assistant"]
+    sent = [m for m in runtime.tenant("acme").channel.outbox.after("chat-1", 0) if m["from"] == "assistant"]
     assert [m["text"] for m in sent] == ["Merci de renvoyer votre message."]
     actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
     assert actions.count("reply_sent") == 1 and "llm_call" not in actions
