@@ -217,7 +217,8 @@ class Runtime:
     async def reload(self, config_dir: Path) -> list[str]:
         """Load the configuration again; on success swap tenants. Returns problems."""
         try:
-            loaded = load_checked(config_dir, self.plugins)
+            # Reading and validating files is blocking work: keep it off the event loop.
+            loaded = await asyncio.to_thread(load_checked, config_dir, self.plugins)
             tenants = self._build_tenants(loaded)
         except ConfigInvalid as exc:
             return [str(p) for p in exc.problems]

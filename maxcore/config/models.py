@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import attrs
+import phonenumbers
 
 from ..errors import MaxcoreError
 from ..languages import available_languages, language_pack
@@ -26,11 +27,15 @@ class FieldValueError(MaxcoreError, ValueError):
         self.field = field
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def in_range(low: float, high: float) -> Any:
     def check(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
         if not low <= value <= high:
             raise FieldValueError(
-                attribute.name, f"expected a number between {low:g} and {high:g}, got {value!r}"
+                attribute.name, f"expected a number between {_number(low)} and {_number(high)}, got {value!r}"
             )
 
     return check
@@ -56,6 +61,16 @@ def http_url(_instance: Any, attribute: attrs.Attribute, value: str | None) -> N
         raise FieldValueError(
             attribute.name, f"expected an http:// or https:// URL, got {value!r}"
         )
+
+
+def phone_region(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value in phonenumbers.SUPPORTED_REGIONS:
+        return
+    hint = f" (did you mean {value.upper()!r}?)" if value.upper() in phonenumbers.SUPPORTED_REGIONS else ""
+    raise FieldValueError(
+        attribute.name,
+        f"expected a region code for phone numbers such as FR, BE, CH or US, got {value!r}{hint}",
+    )
 
 
 @attrs.frozen
@@ -129,7 +144,8 @@ class AssistantConfig:
     allowed_tools: tuple[str, ...] | None = None
     max_tool_rounds: int = attrs.field(default=4, validator=in_range(1, 20))
     history_messages: int = attrs.field(default=20, validator=in_range(0, 200))
-    phone_region: str = "FR"
+    # Region of phone numbers written without +country code (phonenumbers' region codes).
+    phone_region: str = attrs.field(default="FR", validator=phone_region)
     # Values for fields of a lead being created, in the CRM's own vocabulary (checked
     # against its declaration). None by default: each CRM has its own defaults.
     lead_defaults: dict[str, str] = attrs.field(factory=dict)

@@ -17,7 +17,9 @@ accepts. ``MemoryContract`` and ``LLMContract`` are async pytest classes: they n
 pytest-asyncio in ``auto`` mode. Importing this package does not import pytest.
 
 Emulators of the upstream APIs (Green-API, OpenAI, EspoCRM, PostgREST) live in
-submodules of this package so plugin tests and benchmarks can reuse them.
+submodules of this package so plugin tests and benchmarks can reuse them. Importing
+this package or an emulator does not import pytest: the contract classes (which are
+pytest test classes) are imported on first use.
 """
 
 from __future__ import annotations
