@@ -144,7 +144,7 @@ async def webhook(request: Request) -> Response:
     except WebhookError as exc:
         if exc.status >= 500:
             logger.error("[WEBHOOK] {} webhook failed: {}", channel_type, exc.reason)
-        return _error(exc.status, exc.reason)
+        return _error(exc.status, exc.reason, exc.headers)
     except InboxFull as exc:
         return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
     except InboxClosed:

@@ -13,7 +13,7 @@ import attrs
 from loguru import logger
 
 from .errors import ToolError
-from .prompts import render_user_message, system_prompt
+from .prompts import pack_of, render_user_message, system_prompt
 from .tools import Tool, ToolContext, parse_arguments
 from .types import (
     FIXED_REPLY,
@@ -31,12 +31,6 @@ from .types import (
 if TYPE_CHECKING:
     from .plugins import Hooks
     from .tenants import TenantRuntime
-
-FALLBACK_TEXT = {
-    "fr": "Désolé, je n'ai pas pu terminer cette demande. Un conseiller va reprendre la main.",
-    "en": "Sorry, I could not finish this request. Someone from the team will follow up.",
-}
-
 
 @attrs.frozen
 class PipelineResult:
@@ -85,7 +79,7 @@ class Pipeline:
         facts = await tenant.memory.facts(message.chat_id)
         extra = await self.hooks.extend_prompt(message, context)
         system = system_prompt(assistant, tenant.display_name, facts, extra)
-        user_turn = ChatTurn(role=Role.USER, content=render_user_message(message, assistant.language))
+        user_turn = ChatTurn(role=Role.USER, content=render_user_message(message, pack_of(assistant)))
         turns: list[ChatTurn] = [*history, user_turn]
         tools = tenant.tools
         specs = tuple(tool.spec() for tool in tools.values())
@@ -116,7 +110,7 @@ class Pipeline:
             reply = await self._complete(message, system, turns, (), assistant.max_tool_rounds)
             text = reply.text if not reply.tool_calls else None
         if not text:
-            text = FALLBACK_TEXT.get(assistant.language, FALLBACK_TEXT["fr"])
+            text = pack_of(assistant).texts["fallback_reply"]
 
         outbound = await self._reply(message, text)
         await self._once(message, "history", lambda: self._append_history(message, user_turn, text))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 from hypercorn.asyncio import serve
@@ -24,9 +25,10 @@ READ_TIMEOUT_S = 90
 MAX_HEAD_BYTES = 64 * 1024
 
 
-def hypercorn_config(runtime: Runtime, host: str, port: int) -> HypercornConfig:
+def hypercorn_config(runtime: Runtime, bind: str) -> HypercornConfig:
+    """``maxcore serve``'s hypercorn settings; ``bind`` as hypercorn reads it (``fd://N``)."""
     hc = HypercornConfig()
-    hc.bind = [f"{host}:{port}"]
+    hc.bind = [bind]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.keep_alive_timeout = KEEP_ALIVE_S
@@ -40,10 +42,23 @@ def pid_file(runtime: Runtime) -> Path:
     return runtime.loaded.data_dir / "maxcore.pid"
 
 
+def bind_listener(host: str, port: int) -> tuple[str, int]:
+    """Bind ``host:port`` (port 0: any free port) and return hypercorn's ``fd://`` bind and the port.
+
+    Binding here rather than in hypercorn means the port reported is the one really held:
+    no probe-then-bind race when several servers start at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    bound = int(sock.getsockname()[1])
+    return f"fd://{sock.detach()}", bound
+
+
 async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP."""
     app = create_app(runtime, manage_lifecycle=False)
-    hc = hypercorn_config(runtime, host, port)
+    bind, port = bind_listener(host, port)
+    hc = hypercorn_config(runtime, bind)
 
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
@@ -72,6 +87,9 @@ async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -
     pid_path = pid_file(runtime)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.write_text(str(os.getpid()))
+    # The port really bound (``--port 0`` picks one), for scripts and tests at any log level.
+    port_path = pid_path.with_name("maxcore.port")
+    port_path.write_text(f"{port}\n")
     logger.info("listening on http://{}:{} (health: /api/health, chat: /chat)", host, port)
 
     async def shutdown_trigger() -> None:
@@ -85,4 +103,5 @@ async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -
         if runtime.started:
             await runtime.stop()
         pid_path.unlink(missing_ok=True)
+        port_path.unlink(missing_ok=True)
         logger.info("stopped")

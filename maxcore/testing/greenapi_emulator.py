@@ -1,4 +1,4 @@
-"""A Green-API contract emulator: a real HTTP server on 127.0.0.1 (contracts/greenapi.md).
+"""A Green-API contract emulator: a real HTTP server on 127.0.0.1 (green-api.com/en/docs).
 
 It serves ``/waInstance{id}/{method}/{token}`` for the methods maxcore uses:
 ``sendMessage``, ``getStateInstance``, ``getSettings``, ``setSettings``,
@@ -91,6 +91,10 @@ class Instance:
     deleted: list[int] = attrs.field(factory=list)
     calls: list[str] = attrs.field(factory=list)
     settings_saved: int = 0
+    # Long polls that ran to their receiveTimeout with nothing to return, and those the client
+    # hung up on before: a prompt shutdown shows up as the latter.
+    polls_timed_out: int = 0
+    polls_abandoned: int = 0
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -281,7 +285,13 @@ class GreenApiEmulator:
             with self._lock:
                 if instance.queue:
                     return JSONResponse(instance.queue[0])
-            if time.monotonic() >= deadline or await request.is_disconnected():
+            if await request.is_disconnected():
+                with self._lock:
+                    instance.polls_abandoned += 1
+                return JSONResponse(None)
+            if time.monotonic() >= deadline:
+                with self._lock:
+                    instance.polls_timed_out += 1
                 return JSONResponse(None)
             await asyncio.sleep(0.01)
 

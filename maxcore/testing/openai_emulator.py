@@ -1,4 +1,4 @@
-"""A contract emulator of OpenAI's Chat Completions and Models API (contracts/openai.md).
+"""A contract emulator of OpenAI's Chat Completions and Models API (per its API reference).
 
 A real HTTP server on 127.0.0.1 (served by :func:`maxcore.testing.server.serving`) that
 answers ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /v1/models/{id}``

@@ -54,7 +54,7 @@ async def test_webchat_message_to_lead_and_reply(make_config):
         leads = await r.runtime.tenant("acme").crm.list_leads()
     assert [m["from"] for m in messages] == ["user", "assistant"]
     assert messages[1]["text"].startswith("✅ Lead créé : Jean Dupont")
-    assert len(leads) == 1 and leads[0].phone == "+33612345678" and leads[0].industry == "Construction"
+    assert len(leads) == 1 and leads[0].phone == "+33612345678" and leads[0].fields["industry"] == "BTP"
 
 
 async def test_error_codes(make_config):
@@ -119,8 +119,10 @@ async def test_root_redirects_to_chat(make_config):
     async with running(make_config("acme")) as r:
         root = await r.client.get("/")
         page = await r.client.get("/chat/acme")
+        script = await r.client.get("/chat/-/chat.js")
     assert root.status_code == 307 and root.headers["location"] == "/chat"
-    assert page.status_code == 200 and "/webhooks/webchat" in page.text
+    assert page.status_code == 200 and '<script src="/chat/-/chat.js"' in page.text
+    assert "/webhooks/webchat" in script.text
 
 
 async def test_shutdown_refuses_new_webhooks_with_retry_after(make_config):
@@ -145,10 +147,13 @@ async def test_health_details_need_the_token_when_one_is_set(make_config):
 
 
 async def test_lone_surrogates_are_replaced_and_answered(make_config):
-    """A lone surrogate (JSON "\\ud800") in the text or the id is stored as U+FFFD."""
+    """A lone surrogate (JSON "\\ud800", half an emoji) in the text is stored as U+FFFD.
+
+    (The webchat's ids are restricted to a plain charset: a surrogate there is a 400 naming
+    the field; the Green-API tests cover surrogates in provider ids.)"""
     async with running(make_config("acme")) as r:
         s = await session(r.client, "acme")
-        body = b'{"text": "bonjour \\ud800 ici", "id": "m-\\udfff-1"}'
+        body = b'{"text": "bonjour \\ud800 ici \\udfff", "id": "m-1"}'
         response = await r.client.post("/webhooks/webchat", headers=bearer(s["token"]), content=body)
         assert response.status_code == 200 and response.json()["accepted"] == 1
         await r.settle()
@@ -221,8 +226,7 @@ async def real_server(runtime, **timeouts: float) -> AsyncIterator[tuple[str, in
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     sock.setblocking(False)
-    config = hypercorn_config(runtime, "127.0.0.1", 0)
-    config.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn closes the one it gets
+    config = hypercorn_config(runtime, f"fd://{os.dup(sock.fileno())}")  # hypercorn closes its copy
     for name, value in timeouts.items():
         setattr(config, name, value)
     stop = asyncio.Event()

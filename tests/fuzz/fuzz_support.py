@@ -33,7 +33,7 @@ TENANTS = {
         """,
     "web": """
         tenant: web
-        channel: {type: webchat}
+        channel: {type: webchat, rate_limits: false}
         crm: {type: sqlite}
         memory: {type: sqlite}
         llm: {type: offline}

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from maxcore.testing.server import free_port
+from maxcore.testing.server import served_port
 
 MAXCORE = str(Path(sys.executable).with_name("maxcore"))
 # The inbox figures are health details: the servers these tests start set this token.
@@ -38,8 +38,8 @@ class ServerProcess:
             main += f"\nserver: {{health_token: {HEALTH_TOKEN}}}\n"
         (self.config / "maxcore.yaml").write_text(main)
         (self.config / "tenants" / "acme.yaml").write_text(textwrap.dedent(tenant))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # the server binds a free port and logs it; a restart keeps it
+        self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.log = root / "server.log"
         self.starts = 0
@@ -62,6 +62,12 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"maxcore serve exited with {self.process.returncode}:\n{self.tail()}")
+            if not self.url:
+                port = served_port(self.data)
+                if port is None:
+                    time.sleep(0.05)
+                    continue
+                self.port, self.url = port, f"http://127.0.0.1:{port}"
             try:
                 if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
                     return

@@ -2,7 +2,7 @@
 
 One parser for both transports: a webhook body and the ``body`` of a
 ``receiveNotification`` answer are the same document. The text rendering per
-``typeMessage`` is maxcore's contract (contracts/greenapi/INDEX.md).
+``typeMessage`` is maxcore's contract (its table: tests/fixtures/greenapi/INDEX.md).
 """
 
 from __future__ import annotations

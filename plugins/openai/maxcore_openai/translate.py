@@ -1,4 +1,4 @@
-"""Translation between the core's types and Chat Completions bodies (contracts/openai.md §2-4)."""
+"""Translation between the core's types and Chat Completions bodies (OpenAI's API reference)."""
 
 from __future__ import annotations
 
