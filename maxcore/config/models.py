@@ -92,6 +92,24 @@ class InboxConfig:
     poll_interval_s: float = attrs.field(default=1.0, validator=in_range(0.05, 3600))
 
 
+def _optional_days(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None:
+        in_range(0.001, 36500)(instance, attribute, value)
+
+
+@attrs.frozen
+class RetentionConfig:
+    """``retention:`` in maxcore.yaml: how long finished work is kept (days; null: forever).
+
+    ``messages_days``: done inbox rows and their journals; ``history_days``: conversation
+    turns in the memory stores. Purged by the server every ``purge_interval_s``.
+    """
+
+    messages_days: float | None = attrs.field(default=30.0, validator=_optional_days)
+    history_days: float | None = attrs.field(default=180.0, validator=_optional_days)
+    purge_interval_s: float = attrs.field(default=3600.0, validator=in_range(1, 86400 * 7))
+
+
 @attrs.frozen
 class LoggingConfig:
     level: str = attrs.field(
@@ -108,6 +126,7 @@ class MaxcoreConfig:
     tenants_dir: str = "tenants"
     data_dir: str = "./data"
     inbox: InboxConfig = InboxConfig()
+    retention: RetentionConfig = RetentionConfig()
     logging: LoggingConfig = LoggingConfig()
 
 
