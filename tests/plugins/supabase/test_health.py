@@ -16,7 +16,7 @@ from maxcore.testing.postgrest_emulator import PostgrestEmulator
 from maxcore.testing.server import free_port
 from maxcore.types import Health
 
-from .conftest import JWT_SECRET, MIGRATIONS, TABLES
+from .conftest import JWT_SECRET, MIGRATIONS
 
 PLUGIN_TABLES = ("tenant_memory", "sessions", "max_logs")
 
