@@ -79,9 +79,11 @@ class InboxConfig:
     type: str = attrs.field(default="sqlite", validator=one_of("sqlite", "memory"))
     path: str = attrs.field(default="inbox.sqlite3", validator=non_empty)  # relative to data_dir
     workers: int = attrs.field(default=8, validator=in_range(1, 1024))
-    max_attempts: int = attrs.field(default=5, validator=in_range(1, 100))
-    backoff_initial_s: float = attrs.field(default=1.0, validator=in_range(0, 3600))
-    backoff_max_s: float = attrs.field(default=60.0, validator=in_range(0, 86400))
+    # Defaults ride out an upstream outage of at least an hour (maxcore.retry.retry_span:
+    # 1 h 03 min at the shortest, 2 h 07 min at the longest) before a message is dead.
+    max_attempts: int = attrs.field(default=21, validator=in_range(1, 100))
+    backoff_initial_s: float = attrs.field(default=2.0, validator=in_range(0, 3600))
+    backoff_max_s: float = attrs.field(default=600.0, validator=in_range(0, 86400))
     max_pending: int = attrs.field(default=10_000, validator=in_range(1, 10_000_000))
     # Retry-After (seconds) sent with the 503 when max_pending is reached.
     full_retry_after_s: int = attrs.field(default=5, validator=in_range(1, 3600))
