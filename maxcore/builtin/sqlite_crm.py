@@ -101,17 +101,20 @@ class SqliteCRM(SqliteConnector):
                 created = True
             else:
                 lead_id = row["id"]
-                changes = {k: v for k, v in values.items() if v is not None}
+                # Only what differs: an upsert that changes nothing (a replay) writes nothing.
+                changes = {k: v for k, v in values.items() if v is not None and row[k] != v}
                 # A status the user did not state must not reset a lead already in progress.
                 if row["status"] and "status" in changes and lead.status == "New":
                     changes.pop("status")
-                custom = {**json.loads(row["custom"] or "{}"), **lead.custom}
-                assignments = ", ".join(f"{k} = ?" for k in changes)
-                conn.execute(
-                    f"UPDATE leads SET {assignments + ', ' if assignments else ''}custom = ?, "
-                    "updated_at = ? WHERE id = ? AND tenant_id = ?",
-                    (*changes.values(), json.dumps(custom), now, lead_id, tenant),
-                )
+                stored_custom = json.loads(row["custom"] or "{}")
+                custom = {**stored_custom, **lead.custom}
+                if changes or custom != stored_custom:
+                    assignments = ", ".join(f"{k} = ?" for k in changes)
+                    conn.execute(
+                        f"UPDATE leads SET {assignments + ', ' if assignments else ''}custom = ?, "
+                        "updated_at = ? WHERE id = ? AND tenant_id = ?",
+                        (*changes.values(), json.dumps(custom), now, lead_id, tenant),
+                    )
                 created = False
             stored = conn.execute(
                 "SELECT * FROM leads WHERE id = ? AND tenant_id = ?", (lead_id, tenant)
