@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
+from typing import Any
 
 from maxcore.testing.harness import running, write_config
 from maxcore.testing.postgrest_emulator import PostgrestEmulator
@@ -44,3 +45,33 @@ async def test_a_lead_message_costs_at_most_four_round_trips(
           f"({len(requests)} for {MESSAGES} messages: {dict(sorted(kinds.items()))})")
     assert per_message <= BUDGET, kinds
     assert emulator.violations == []
+
+
+async def test_audit_rows_wait_out_a_store_outage_and_land_once(
+        emulator: PostgrestEmulator, memory_factory: Any, supabase_db: str) -> None:
+    import psycopg
+
+    from maxcore.audit_outbox import AuditShipper
+    from maxcore.journal import MemoryJournalStore
+    from maxcore.types import AuditEntry
+
+    memory = memory_factory("acme")
+    await memory.open()
+    store = MemoryJournalStore()
+    message = InboundMessage(tenant="acme", channel="webchat", chat_id="c1", message_id="m1")
+    entries = [AuditEntry(action="llm_call", details={"round": n}, message_id="m1") for n in range(3)]
+    await store.record(message, "llm:x", "done", {}, entries)
+    shipper = AuditShipper(store, lambda tenant: memory if tenant == "acme" else None)
+    try:
+        emulator.fail_next(503, count=1)
+        assert await shipper.ship_once() == 0  # the store is down: nothing leaves the outbox
+        assert await store.outbox_size() == 3
+        await shipper.flush()  # back up
+        assert await store.outbox_size() == 0
+        # The answer to a batch was lost and the batch is sent again: no row twice.
+        await memory.audit_batch(entries)
+    finally:
+        await memory.close()
+    with psycopg.connect(supabase_db) as conn:
+        count = conn.execute("SELECT count(*) FROM max_logs WHERE tenant_id = 'acme'").fetchone()[0]
+    assert count == 3
