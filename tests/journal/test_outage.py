@@ -43,7 +43,10 @@ async def test_model_down_for_most_of_the_span_loses_nothing(tmp_path: Path) -> 
                     await r.runtime.submit(InboundMessage(
                         tenant="acme", channel="webchat", chat_id=f"chat-{chat}", message_id=f"m{chat}-{n}",
                         text=f"Nouveau lead : Jean Martin{chat}x{n}, BTP, l{chat}x{n}@example.com"))
+            deadline = asyncio.get_running_loop().time() + 20
             while inbox.stats()["done"] < 4:  # the burst is under way
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"the burst did not start: {inbox.stats()}")
                 await asyncio.sleep(0.01)
             # Down: every completion answers 503 until the outage ends.
             emulator.add_fault(Fault(503, "server_error", None, "The engine is currently overloaded."),
