@@ -28,6 +28,7 @@ from .types import (
     SendResult,
     UpsertResult,
 )
+from .vocabulary import LeadSchema
 
 KINDS = ("channel", "crm", "memory", "llm")
 
@@ -37,13 +38,16 @@ class ConnectorContext:
     """What a connector learns about where it runs.
 
     ``data_dir`` is where embedded connectors keep files; ``secrets`` receives values
-    that must be redacted from logs (a connector adds tokens it derives at runtime).
+    that must be redacted from logs (a connector adds tokens it derives at runtime);
+    ``session_secret`` is ``server.session_secret``, the key that signs sessions a
+    channel hands out (None: the channel keeps its own key in ``data_dir``).
     """
 
     tenant: str
     data_dir: Path
     add_secret: Callable[[str], None] = attrs.field(default=lambda _value: None)
     public_url: str | None = None
+    session_secret: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -58,14 +62,21 @@ class WebhookRequest:
         return self.headers.get(name.lower())
 
 
+def _frozen_fields(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
 @attrs.frozen
 class LeadQuery:
-    """A search among the tenant's leads. Every field is optional and ANDed."""
+    """A search among the tenant's leads. Every criterion is optional and ANDed.
+
+    ``fields`` holds exact values of fields the CRM declares (``{"status": "New"}``).
+    """
 
     text: str | None = None
     phone: str | None = None
     email: str | None = None
-    status: str | None = None
+    fields: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_fields)
     limit: int = 20
 
 
@@ -134,15 +145,42 @@ class Channel(Connector, Protocol):
 
 @runtime_checkable
 class CRM(Connector, Protocol):
-    """Stores leads and other records, all marked with the bound tenant."""
+    """Stores leads and other records, all marked with the bound tenant.
+
+    The CRM owns its vocabulary: :meth:`lead_schema` declares its lead fields and their
+    allowed values (read at ``open()`` and cached), and the core builds the model's
+    ``upsert_lead`` schema from it. ``unique_emails`` says the backend refuses two
+    records with one e-mail in the same account (HubSpot): then two tenants sharing an
+    account cannot both hold the same person, and the contract tests use distinct ones.
+    """
 
     entities: tuple[str, ...]
+    unique_emails: ClassVar[bool]
 
-    def options(self) -> Mapping[str, Sequence[str]]:
-        """Allowed values of the enum fields: ``status``, ``source``, ``industry``."""
+    def declared_lead_schema(self) -> LeadSchema | None:
+        """The declaration when it is known without asking the backend (a shipped
+        vocabulary), so ``maxcore check`` can validate against it; else None."""
         ...
 
-    async def upsert_lead(self, lead: Lead) -> UpsertResult: ...
+    async def lead_schema(self) -> LeadSchema:
+        """The lead fields this CRM declares (cached after ``open()``)."""
+        ...
+
+    async def upsert_lead(self, lead: Lead, defaults: Mapping[str, Any] | None = None) -> UpsertResult:
+        """Find the tenant's lead by phone, then e-mail; update it, or create it.
+
+        ``defaults`` fill empty fields of a lead being *created* only
+        (:func:`maxcore.leads.with_defaults`).
+        """
+        ...
+
+    async def update_lead(self, lead_id: str, lead: Lead) -> Lead | None:
+        """Write the non-empty values of ``lead`` to the tenant's lead ``lead_id``.
+
+        None when there is no such lead for this tenant (another tenant's id included).
+        """
+        ...
+
     async def search_leads(self, query: LeadQuery) -> list[Lead]: ...
     async def get_lead(self, lead_id: str) -> Lead | None: ...
     async def list_leads(self, limit: int = 50, offset: int = 0) -> list[Lead]: ...
@@ -215,6 +253,33 @@ class ConnectorBase:
 
     async def health(self) -> Health:
         return Health.ok()
+
+
+class CRMBase(ConnectorBase):
+    """Defaults for CRM connectors: a cached declaration read by :meth:`read_lead_schema`.
+
+    Override :meth:`read_lead_schema` (async: it may ask the backend) and call
+    ``await super().open()`` from ``open()``; :meth:`lead_schema` then answers from the
+    cache. A shipped, static vocabulary also overrides :meth:`declared_lead_schema`.
+    """
+
+    entities: tuple[str, ...] = ()
+    unique_emails: ClassVar[bool] = False
+    _lead_schema: LeadSchema | None = None
+
+    def declared_lead_schema(self) -> LeadSchema | None:
+        return None
+
+    async def read_lead_schema(self) -> LeadSchema:
+        return self.declared_lead_schema() or LeadSchema()
+
+    async def open(self) -> None:
+        self._lead_schema = await self.read_lead_schema()
+
+    async def lead_schema(self) -> LeadSchema:
+        if self._lead_schema is None:
+            self._lead_schema = await self.read_lead_schema()
+        return self._lead_schema
 
 
 class ChannelBase(ConnectorBase):

@@ -21,7 +21,7 @@ from loguru import logger
 
 from .errors import ToolError
 from .journal import JournalStore, MemoryJournalStore, MessageJournal
-from .prompts import render_user_message, system_prompt
+from .prompts import pack_of, render_user_message, system_prompt
 from .sending import JournalledChannel, send_once
 from .tools import Tool, ToolContext, parse_arguments
 from .types import (
@@ -42,12 +42,6 @@ from .types import (
 if TYPE_CHECKING:
     from .plugins import Hooks
     from .tenants import TenantRuntime
-
-FALLBACK_TEXT = {
-    "fr": "Désolé, je n'ai pas pu terminer cette demande. Un conseiller va reprendre la main.",
-    "en": "Sorry, I could not finish this request. Someone from the team will follow up.",
-}
-
 
 @attrs.frozen
 class PipelineResult:
@@ -167,7 +161,7 @@ class Pipeline:
         history, facts = await self._memory(message, journal)
         extra = await self.hooks.extend_prompt(message, context)
         system = system_prompt(assistant, tenant.display_name, facts, extra)
-        user_turn = ChatTurn(role=Role.USER, content=render_user_message(message, assistant.language))
+        user_turn = ChatTurn(role=Role.USER, content=render_user_message(message, pack_of(assistant)))
         turns: list[ChatTurn] = [*history, user_turn]
         tools = tenant.tools
         specs = tuple(tool.spec() for tool in tools.values())
@@ -199,7 +193,7 @@ class Pipeline:
             reply = await self._complete(message, journal, system, turns, (), assistant.max_tool_rounds)
             text = reply.text if not reply.tool_calls else None
         if not text:
-            text = FALLBACK_TEXT.get(assistant.language, FALLBACK_TEXT["fr"])
+            text = pack_of(assistant).texts["fallback_reply"]
 
         outbound = await self._reply(message, journal, text)
         # At least once: a crash between the append and this record appends the turns again.

@@ -121,6 +121,7 @@ class Runtime:
             TenantRuntime(
                 config, self.plugins, data_dir=loaded.data_dir, add_secret=REDACTOR.add,
                 public_url=loaded.main.server.public_url,
+                session_secret=loaded.main.server.session_secret,
                 channel_factory=self._channel_factory,
             )
             for config in selected
@@ -247,7 +248,8 @@ class Runtime:
     async def reload(self, config_dir: Path) -> list[str]:
         """Load the configuration again; on success swap tenants. Returns problems."""
         try:
-            loaded = load_checked(config_dir, self.plugins)
+            # Reading and validating files is blocking work: keep it off the event loop.
+            loaded = await asyncio.to_thread(load_checked, config_dir, self.plugins)
             tenants = self._build_tenants(loaded)
         except ConfigInvalid as exc:
             return [str(p) for p in exc.problems]

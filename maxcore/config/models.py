@@ -11,11 +11,12 @@ import re
 from typing import Any
 
 import attrs
+import phonenumbers
 
 from ..errors import MaxcoreError
+from ..languages import available_languages, language_pack
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-LANGUAGES = ("fr", "en")
 
 
 class FieldValueError(MaxcoreError, ValueError):
@@ -26,11 +27,15 @@ class FieldValueError(MaxcoreError, ValueError):
         self.field = field
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def in_range(low: float, high: float) -> Any:
     def check(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
         if not low <= value <= high:
             raise FieldValueError(
-                attribute.name, f"expected a number between {low:g} and {high:g}, got {value!r}"
+                attribute.name, f"expected a number between {_number(low)} and {_number(high)}, got {value!r}"
             )
 
     return check
@@ -56,6 +61,16 @@ def http_url(_instance: Any, attribute: attrs.Attribute, value: str | None) -> N
         raise FieldValueError(
             attribute.name, f"expected an http:// or https:// URL, got {value!r}"
         )
+
+
+def phone_region(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value in phonenumbers.SUPPORTED_REGIONS:
+        return
+    hint = f" (did you mean {value.upper()!r}?)" if value.upper() in phonenumbers.SUPPORTED_REGIONS else ""
+    raise FieldValueError(
+        attribute.name,
+        f"expected a region code for phone numbers such as FR, BE, CH or US, got {value!r}{hint}",
+    )
 
 
 @attrs.frozen
@@ -132,18 +147,36 @@ class MaxcoreConfig:
     logging: LoggingConfig = LoggingConfig()
 
 
+def _has_pack(code: str) -> None:
+    if code not in available_languages():
+        raise FieldValueError(
+            "language", f"expected a language with a pack ({', '.join(available_languages())}), got {code!r}")
+
+
 @attrs.frozen
 class AssistantConfig:
     """How the assistant behaves for one tenant."""
 
     name: str = "MAX"
-    language: str = attrs.field(default="fr", validator=one_of(*LANGUAGES))
+    # Any code with a language pack (maxcore/languages); texts overrides the pack's texts.
+    language: str = attrs.field(default="fr", validator=lambda _i, _a, value: _has_pack(value))
+    texts: dict[str, str] = attrs.field(factory=dict)
     system_prompt: str | None = None
     allowed_tools: tuple[str, ...] | None = None
     max_tool_rounds: int = attrs.field(default=4, validator=in_range(1, 20))
     history_messages: int = attrs.field(default=20, validator=in_range(0, 200))
-    phone_region: str = "FR"
-    lead_defaults: dict[str, str] = attrs.field(factory=lambda: {"status": "New"})
+    # Region of phone numbers written without +country code (phonenumbers' region codes).
+    phone_region: str = attrs.field(default="FR", validator=phone_region)
+    # Values for fields of a lead being created, in the CRM's own vocabulary (checked
+    # against its declaration). None by default: each CRM has its own defaults.
+    lead_defaults: dict[str, str] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        known = language_pack(self.language).texts
+        for key in self.texts:
+            if key not in known:
+                raise FieldValueError(
+                    f"texts.{key}", f"unknown text; expected one of: {', '.join(sorted(known))}")
 
 
 def _optional_positive(_instance: Any, attribute: attrs.Attribute, value: int | None) -> None:

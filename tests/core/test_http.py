@@ -44,7 +44,7 @@ async def test_webchat_message_to_lead_and_reply(make_config):
         leads = await r.runtime.tenant("acme").crm.list_leads()
     assert [m["from"] for m in messages] == ["user", "assistant"]
     assert messages[1]["text"].startswith("✅ Lead créé : Jean Dupont")
-    assert len(leads) == 1 and leads[0].phone == "+33612345678" and leads[0].industry == "Construction"
+    assert len(leads) == 1 and leads[0].phone == "+33612345678" and leads[0].fields["industry"] == "BTP"
 
 
 async def test_error_codes(make_config):
@@ -109,8 +109,10 @@ async def test_root_redirects_to_chat(make_config):
     async with running(make_config("acme")) as r:
         root = await r.client.get("/")
         page = await r.client.get("/chat/acme")
+        script = await r.client.get("/chat/-/chat.js")
     assert root.status_code == 307 and root.headers["location"] == "/chat"
-    assert page.status_code == 200 and "/webhooks/webchat" in page.text
+    assert page.status_code == 200 and '<script src="/chat/-/chat.js"' in page.text
+    assert "/webhooks/webchat" in script.text
 
 
 async def test_shutdown_refuses_new_webhooks_with_retry_after(make_config):

@@ -31,7 +31,7 @@ logging: {{level: WARNING}}
 """
 TENANT = """
 tenant: acme
-channel: {{type: webchat}}
+channel: {{type: webchat, rate_limits: false}}  # load, not abuse: no rate limit
 crm: {{type: sqlite}}
 memory: {{type: sqlite}}
 llm: {{type: offline, latency_ms: {latency}}}

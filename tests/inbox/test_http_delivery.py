@@ -35,6 +35,10 @@ MAXCORE = str(Path(sys.executable).with_name("maxcore"))
 def config(make_config: Callable[..., Path], *, llm_extra: str = "", max_pending: int = 1000) -> Path:
     extra = f"\nllm: {{type: offline{llm_extra}}}\n" if llm_extra else ""
     path = make_config("acme", main=INBOX.format(max_pending=max_pending))
+    # Many messages per session on purpose: delivery is tested here, not rate limits.
+    tenant = path / "tenants" / "acme.yaml"
+    tenant.write_text(tenant.read_text().replace(
+        "channel: {type: webchat}", "channel: {type: webchat, rate_limits: false}"))
     if extra:
         tenant = path / "tenants" / "acme.yaml"
         tenant.write_text(tenant.read_text().replace("llm: {type: offline}\n", "") + extra)
