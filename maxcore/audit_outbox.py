@@ -94,15 +94,16 @@ class AuditShipper:
 
     async def ship_once(self) -> int:
         """Ship one read of the outbox; the number of rows that left it."""
-        rows = await self.store.outbox(BATCH_ROWS)
+        loop = asyncio.get_running_loop()
+        # A failing store's rows wait for their retry time without holding back the others.
+        waiting = [t for t, at in self._not_before.items() if at > loop.time()]
+        waiting += [t for t in self._unknown_warned if self.memory_of(t) is None]
+        rows = await self.store.outbox(BATCH_ROWS, skip=waiting)
         by_tenant: dict[str, list[OutboxRow]] = collections.defaultdict(list)
         for row in rows:
             by_tenant[row.tenant].append(row)
-        loop = asyncio.get_running_loop()
         left = 0
         for tenant, tenant_rows in by_tenant.items():
-            if self._not_before.get(tenant, 0.0) > loop.time():
-                continue
             memory = self.memory_of(tenant)
             if memory is None:
                 if tenant not in self._unknown_warned:

@@ -69,7 +69,10 @@ class JournalStore(Protocol):
         """Forget a ``started`` step that certainly did not happen (the provider refused it)."""
         ...
 
-    async def outbox(self, limit: int) -> list[OutboxRow]: ...
+    async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
+        """The oldest rows waiting, leaving out the tenants in ``skip`` (their store is failing)."""
+        ...
+
     async def shipped(self, seqs: Sequence[int]) -> None: ...
     async def ship_failed(self, seqs: Sequence[int], error: str) -> None: ...
     async def outbox_size(self) -> int: ...
@@ -195,8 +198,9 @@ class MemoryJournalStore:
     async def clear(self, message_key: str, step: str) -> None:
         self._steps.pop((message_key, step), None)
 
-    async def outbox(self, limit: int) -> list[OutboxRow]:
-        return [self._outbox[seq] for seq in sorted(self._outbox)[:limit]]
+    async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
+        rows = [self._outbox[seq] for seq in sorted(self._outbox) if self._outbox[seq].tenant not in skip]
+        return rows[:limit]
 
     async def shipped(self, seqs: Sequence[int]) -> None:
         for seq in seqs:

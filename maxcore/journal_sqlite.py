@@ -155,11 +155,14 @@ class SqliteJournalStore:
             "DELETE FROM journal WHERE message_key = ? AND step = ? AND state != ?",
             (message_key, step, DONE)))
 
-    async def outbox(self, limit: int) -> list[OutboxRow]:
+    async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
+        skipped = list(skip)
+        exclude = f"WHERE tenant NOT IN ({', '.join('?' for _ in skipped)}) " if skipped else ""
+
         def read(conn: sqlite3.Connection) -> list[OutboxRow]:
             rows = conn.execute(
                 "SELECT seq, id, tenant, action, details, message_id, created_at, attempts "
-                "FROM audit_outbox ORDER BY seq LIMIT ?", (limit,),
+                f"FROM audit_outbox {exclude}ORDER BY seq LIMIT ?", (*skipped, limit),
             ).fetchall()
             return [
                 OutboxRow(row[0], row[2], AuditEntry(
