@@ -57,6 +57,9 @@ class WebhookRequest:
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = attrs.field(factory=dict)
+    # The decoded body (or the error decoding it gave), filled by the first
+    # ``maxcore.webhooks.json_body`` call: the body is parsed once per request.
+    decoded: list[Any] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

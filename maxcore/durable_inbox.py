@@ -26,6 +26,7 @@ from loguru import logger
 from .config.models import InboxConfig
 from .inbox import Entry, InboxFull, WorkScheduler
 from .types import InboundMessage, Media
+from .webhooks import clean_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -48,6 +49,26 @@ CREATE INDEX IF NOT EXISTS inbox_tenant_state ON inbox (tenant, state);
 """
 
 STATES = ("pending", "done", "dead")
+MAX_ERROR_CHARS = 4000
+
+_INSERT = (
+    "INSERT INTO inbox (dedupe_key, tenant, channel, chat_id, message_id, payload, state, "
+    "last_error, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dedupe_key) DO NOTHING"
+)
+
+
+def _row(message: InboundMessage, state: str, error: str | None) -> tuple[Any, ...]:
+    now = time.time()
+    return (
+        clean_text(message.dedupe_key), message.tenant, message.channel,
+        clean_text(message.chat_id), clean_text(message.message_id), encode_message(message),
+        state, _error_text(error), now, now,
+    )
+
+
+def _error_text(error: str | None) -> str | None:
+    return None if error is None else clean_text(error[:MAX_ERROR_CHARS])
 
 
 class InboxUnavailable(InboxFull):
@@ -59,7 +80,8 @@ class InboxUnavailable(InboxFull):
 
 
 def encode_message(message: InboundMessage) -> str:
-    return json.dumps(attrs.asdict(message), ensure_ascii=False, default=str)
+    # clean_text: whatever the channel let through, what SQLite gets is valid UTF-8.
+    return clean_text(json.dumps(attrs.asdict(message), ensure_ascii=False, default=str))
 
 
 def decode_message(payload: str) -> InboundMessage:
@@ -122,16 +144,26 @@ class GroupCommitter:
         self._wake.set()
         return await future
 
-    def _apply(self, batch: Sequence[_Op]) -> list[Any]:
+    def _apply(self, batch: Sequence[_Op]) -> list[tuple[bool, Any]]:
+        """Run ``batch`` in one transaction, each operation in its own savepoint: one that
+        fails is rolled back alone and reported to its caller; its neighbours commit."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[bool, Any]] = []
         try:
-            results = [op.run(conn) for op in batch]
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, op.run(conn)))
+                except Exception as exc:  # noqa: BLE001 - this operation fails, not the batch
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, exc))
+                conn.execute("RELEASE op")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return results
+        return outcomes
 
     async def _loop(self) -> None:
         while True:
@@ -145,20 +177,35 @@ class GroupCommitter:
                 self._inflight = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
                 try:
                     # Shielded: a commit that started finishes even if the loop is cancelled.
-                    results = await asyncio.shield(self._inflight)
+                    outcomes = await asyncio.shield(self._inflight)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - reported to every waiter
-                    logger.error("[INBOX] commit of {} operation(s) failed: {}", len(batch), exc)
+                except Exception as exc:  # noqa: BLE001 - the commit itself failed: nothing stored
+                    logger.opt(exception=exc).error(
+                        "[INBOX] commit of {} operation(s) failed: {}", len(batch), exc)
                     for op in batch:
                         if not op.future.done():
                             op.future.set_exception(InboxUnavailable(type(exc).__name__))
                     continue
-                for op, result in zip(batch, results, strict=True):
-                    if op.on_commit is not None:
-                        op.on_commit(result)
-                    if not op.future.done():
-                        op.future.set_result(result)
+                self._deliver(batch, outcomes)
+
+    def _deliver(self, batch: Sequence[_Op], outcomes: Sequence[tuple[bool, Any]]) -> None:
+        """Hand each caller its result, in commit order."""
+        for op, (ok, result) in zip(batch, outcomes, strict=True):
+            if not ok:
+                logger.opt(exception=result).error(
+                    "[INBOX] one operation failed and was rolled back alone: {}: {}",
+                    type(result).__name__, result)
+                if not op.future.done():
+                    op.future.set_exception(InboxUnavailable(type(result).__name__))
+                continue
+            try:
+                if op.on_commit is not None:
+                    op.on_commit(result)
+            except Exception as exc:  # noqa: BLE001 - committed: the callers still get it
+                logger.opt(exception=exc).error("[INBOX] after-commit step failed: {}", exc)
+            if not op.future.done():
+                op.future.set_result(result)
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -173,18 +220,16 @@ class GroupCommitter:
         inflight, self._inflight = self._inflight, None
         if inflight is not None:
             await asyncio.wait({inflight})
-            failed = inflight.cancelled() or inflight.exception() is not None
-            results = [None] * len(self._batch) if failed else inflight.result()
-            for op, result in zip(self._batch, results, strict=True):
-                if op.future.done():
-                    continue
-                if failed:
-                    op.future.set_exception(InboxUnavailable("the inbox is closed"))
-                    continue
-                # Committed, but the loop that hands out results was stopped first.
-                if op.on_commit is not None:
-                    op.on_commit(result)
-                op.future.set_result(result)
+            if inflight.cancelled() or inflight.exception() is not None:
+                for op in self._batch:
+                    if not op.future.done():
+                        op.future.set_exception(InboxUnavailable("the inbox is closed"))
+            else:
+                # Committed, but the loop that hands out results may have been stopped
+                # first: deliver what it did not.
+                undelivered = [(op, outcome) for op, outcome in
+                               zip(self._batch, inflight.result(), strict=True) if not op.future.done()]
+                self._deliver([op for op, _ in undelivered], [outcome for _, outcome in undelivered])
         for op in self._ops:
             if not op.future.done():
                 op.future.set_exception(InboxUnavailable("the inbox is closed"))
@@ -232,14 +277,35 @@ class SqliteInbox(WorkScheduler):
                 logger.error("[INBOX] message {} dead: the server stopped during every attempt",
                              row["id"])
             rows = conn.execute(
-                "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' ORDER BY id"
+                "SELECT id, payload, attempts, received_at FROM inbox WHERE state = 'pending' "
+                "ORDER BY id"
             ).fetchall()
             conn.execute("UPDATE inbox SET retry_requested = 0 WHERE retry_requested = 1")
             return rows
 
         rows = await writer.write(load)
         self._sweeper = asyncio.create_task(self._sweep(), name="inbox-retry-sweeper")
-        return [Entry(row["id"], decode_message(row["payload"]), row["attempts"]) for row in rows]
+        return await self._entries(rows)
+
+    async def _entries(self, rows: Sequence[sqlite3.Row]) -> list[Entry]:
+        """Entries for stored rows; a row whose payload cannot be read goes dead, alone."""
+        entries: list[Entry] = []
+        for row in rows:
+            try:
+                message = decode_message(row["payload"])
+            except Exception as exc:  # noqa: BLE001 - an unreadable row must not stop the others
+                logger.error("[INBOX] message {} cannot be read back ({}: {}); marked dead",
+                             row["id"], type(exc).__name__, exc)
+                await self._mark_unreadable(row["id"], f"{type(exc).__name__}: {exc}")
+                continue
+            entries.append(Entry(row["id"], message, row["attempts"], accepted_at=row["received_at"]))
+        return entries
+
+    async def _mark_unreadable(self, row_id: int, reason: str) -> None:
+        assert self._writer is not None
+        params = (_error_text(f"stored payload unreadable: {reason}"), time.time(), row_id)
+        await self._writer.write(lambda conn: conn.execute(
+            "UPDATE inbox SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?", params))
 
     async def _sweep(self) -> None:
         """Pick up messages that ``maxcore inbox retry`` put back while we run."""
@@ -248,23 +314,23 @@ class SqliteInbox(WorkScheduler):
 
         def take(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             rows = conn.execute(
-                "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' "
+                "SELECT id, payload, attempts, received_at FROM inbox WHERE state = 'pending' "
                 "AND retry_requested = 1 ORDER BY id"
             ).fetchall()
             if rows:
                 conn.execute("UPDATE inbox SET retry_requested = 0 WHERE retry_requested = 1")
             return rows
 
-        def enqueue(rows: list[sqlite3.Row]) -> None:
-            for row in rows:
-                logger.info("[INBOX] message {} put back by an operator", row["id"])
-                self._enqueue(Entry(row["id"], decode_message(row["payload"]), row["attempts"]))
-
         while not self._stopping:
             await asyncio.sleep(self.config.poll_interval_s)
             try:
-                await writer.write(take, enqueue)
-            except InboxUnavailable as exc:
+                rows = await writer.write(take)
+                for entry in await self._entries(rows):
+                    logger.info("[INBOX] message {} put back by an operator", entry.id)
+                    self._enqueue(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the sweeper keeps sweeping
                 logger.warning("[INBOX] retry sweep failed: {}", exc)
 
     async def _close_store(self) -> None:
@@ -310,19 +376,10 @@ class SqliteInbox(WorkScheduler):
 
     async def _store_add(self, message: InboundMessage) -> Entry | None:
         writer = self._open()
-        now = time.time()
-        row = (
-            message.dedupe_key, message.tenant, message.channel, message.chat_id,
-            message.message_id, encode_message(message), now, now,
-        )
+        row = _row(message, "pending", None)
 
         def insert(conn: sqlite3.Connection) -> int | None:
-            cursor = conn.execute(
-                "INSERT INTO inbox (dedupe_key, tenant, channel, chat_id, message_id, payload, "
-                "received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (dedupe_key) DO NOTHING",
-                row,
-            )
+            cursor = conn.execute(_INSERT, row)
             return cursor.lastrowid if cursor.rowcount == 1 else None
 
         entry: list[Entry] = []
@@ -336,10 +393,19 @@ class SqliteInbox(WorkScheduler):
         await writer.write(insert, enqueue)
         return entry[0] if entry else None
 
+    async def _store_dead_letter(self, message: InboundMessage, reason: str) -> bool:
+        writer = self._open()
+        row = _row(message, "dead", reason)
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            return conn.execute(_INSERT, row).rowcount == 1
+
+        return bool(await writer.write(insert))
+
     # -- outcomes --------------------------------------------------------------------
     async def _update(self, entry: Entry, state: str, error: str | None) -> None:
         assert self._writer is not None
-        params = (state, entry.attempts, error, time.time(), entry.id)
+        params = (state, entry.attempts, _error_text(error), time.time(), entry.id)
         await self._writer.write(lambda conn: conn.execute(
             "UPDATE inbox SET state = ?, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
             params,

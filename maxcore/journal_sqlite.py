@@ -219,7 +219,11 @@ def forget_contact(conn: sqlite3.Connection, tenant: str, chat_id: str) -> int:
         (tenant, chat_id),
     ).fetchall()
     for row_id, dedupe_key, payload, state in rows:
-        data = json.loads(payload)
+        try:
+            data = json.loads(payload)
+        except (json.JSONDecodeError, TypeError):
+            data = {}
+        data = data if isinstance(data, dict) else {}
         erased = {
             "tenant": tenant, "channel": data.get("channel", ""), "chat_id": hashed,
             "message_id": data.get("message_id", ""), "kind": data.get("kind", "text"),

@@ -16,6 +16,27 @@ from loguru import logger
 from .app import create_app
 from .runtime import Runtime
 
+# An idle keep-alive connection (and one still sending its request head) is closed
+# after KEEP_ALIVE_S: longer than nginx's 60 s upstream keep-alive, so nginx never
+# reuses a connection maxcore is closing. A connection on which nothing arrives for
+# READ_TIMEOUT_S is dropped; the app bounds a whole body to BODY_TIMEOUT_S.
+KEEP_ALIVE_S = 75
+READ_TIMEOUT_S = 90
+MAX_HEAD_BYTES = 64 * 1024
+
+
+def hypercorn_config(runtime: Runtime, bind: str) -> HypercornConfig:
+    """``maxcore serve``'s hypercorn settings; ``bind`` as hypercorn reads it (``fd://N``)."""
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = KEEP_ALIVE_S
+    hc.read_timeout = READ_TIMEOUT_S
+    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
+    hc.h11_max_incomplete_size = MAX_HEAD_BYTES
+    return hc
+
 
 def pid_file(runtime: Runtime) -> Path:
     return runtime.loaded.data_dir / "maxcore.pid"
@@ -36,14 +57,8 @@ def bind_listener(host: str, port: int) -> tuple[str, int]:
 async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP."""
     app = create_app(runtime, manage_lifecycle=False)
-    hc = HypercornConfig()
     bind, port = bind_listener(host, port)
-    hc.bind = [bind]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 75
-    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
-    hc.h11_max_incomplete_size = 64 * 1024
+    hc = hypercorn_config(runtime, bind)
 
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()

@@ -18,6 +18,7 @@ from maxcore.testing.server import served_port
 pytestmark = pytest.mark.slow  # real processes: seconds each
 
 MAXCORE = [sys.executable, "-m", "maxcore"]
+HEALTH = {"Authorization": "Bearer serve-health-token"}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -30,13 +31,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def tenants(url: str) -> set[str]:
     try:
-        return set(httpx.get(f"{url}/api/health", timeout=2).json()["tenants"])
+        return set(httpx.get(f"{url}/api/health", timeout=2, headers=HEALTH).json()["tenants"])
     except (httpx.HTTPError, KeyError, ValueError):
         return set()
 
 
 def test_reload_and_terminate(make_config, tmp_path: Path):
-    config = make_config("acme")
+    config = make_config("acme", main="server: {health_token: serve-health-token}\n")
     env = {**os.environ, "MAXCORE_DATA_DIR": str(tmp_path / "data"), "MAXCORE_LOAD_PLUGINS": ""}
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:

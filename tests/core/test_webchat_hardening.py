@@ -139,7 +139,6 @@ async def test_messages_per_session_are_limited_with_retry_after(config):
     assert other.status_code == 200  # another session has its own quota
 
 
-@pytest.mark.xfail(strict=True, reason="the webhook route does not yet pass WebhookError.headers on")
 async def test_a_refused_webhook_carries_retry_after(config):
     async with running(config("messages_per_minute: 1")) as r:
         token = await session(r.client)

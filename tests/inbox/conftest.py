@@ -19,6 +19,9 @@ import pytest
 from maxcore.testing.server import served_port
 
 MAXCORE = str(Path(sys.executable).with_name("maxcore"))
+# The inbox figures are health details: the servers these tests start set this token.
+HEALTH_TOKEN = "inbox-tests-health-token"
+HEALTH = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
 
 
 class ServerProcess:
@@ -29,7 +32,11 @@ class ServerProcess:
         self.config = root / "config"
         self.data = root / "data"
         (self.config / "tenants").mkdir(parents=True, exist_ok=True)
-        (self.config / "maxcore.yaml").write_text(textwrap.dedent(main))
+        main = textwrap.dedent(main)
+        if "health_token" not in main:
+            assert "server:" not in main, "give server.health_token: HEALTH_TOKEN in the test's server block"
+            main += f"\nserver: {{health_token: {HEALTH_TOKEN}}}\n"
+        (self.config / "maxcore.yaml").write_text(main)
         (self.config / "tenants" / "acme.yaml").write_text(textwrap.dedent(tenant))
         self.port = 0  # the server binds a free port and logs it; a restart keeps it
         self.url = ""
@@ -91,7 +98,10 @@ class ServerProcess:
                 self.process.wait(10)
 
     def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(self.url + "/api/health", timeout=5.0).json()["inbox"])
+        return dict(self.health()["inbox"])
+
+    def health(self) -> dict[str, Any]:
+        return dict(httpx.get(self.url + "/api/health", headers=HEALTH, timeout=5.0).json())
 
     def wait_processed(self, timeout: float = 60.0) -> None:
         """Poll the health report (another process: no event to await) until the inbox is empty."""

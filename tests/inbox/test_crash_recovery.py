@@ -25,7 +25,7 @@ PER_CONVERSATION = 10
 WORKERS = 8
 
 MAIN = f"""
-server: {{shutdown_grace_s: 10}}
+server: {{shutdown_grace_s: 10, health_token: inbox-tests-health-token}}
 inbox: {{type: sqlite, workers: {WORKERS}, max_pending: 100000}}
 logging: {{level: WARNING}}
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from loguru import logger
 from maxcore.connectors import ChannelBase, ConnectorContext, Submit, WebhookRequest
 from maxcore.errors import MaxcoreError, PermanentError, RetryableError, WebhookError
 from maxcore.types import FIXED_REPLY, Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
-from maxcore.webhooks import json_body, require
+from maxcore.webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, json_body, require
 
 from .client import GreenApiClient, RateLimited, split_message
 from .config import GreenApiConfig
@@ -68,6 +69,22 @@ async def _once_more_if_limited(call: Callable[[], Awaitable[T]]) -> T:
             raise
         await asyncio.sleep(wait)
         return await call()
+
+
+def _dump(body: Any) -> str:
+    try:
+        return json.dumps(body, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError) as exc:
+        return f"<notification body not representable: {type(exc).__name__}>"
+
+
+def _ids(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(chat id, message id) of a notification, where it has them as strings."""
+    sender = data.get("senderData")
+    chat = sender.get("chatId") if isinstance(sender, dict) else None
+    message_id = data.get("idMessage")
+    return (chat if isinstance(chat, str) else None,
+            message_id if isinstance(message_id, str) else None)
 
 
 class JournalLag(RetryableError):
@@ -153,21 +170,38 @@ class GreenApiChannel(ChannelBase):
         return str(self.config.instance_id)
 
     def _check_token(self, request: WebhookRequest) -> None:
+        # One answer for every refusal (and for an unknown instance, from the core): the
+        # caller learns nothing about which instances exist or how they are set up. The
+        # log says which it was.
         expected = self.config.webhook_token
-        if not expected:
-            raise WebhookError(401, "webhooks are disabled for this instance (polling mode)")
         given = (request.header("authorization") or "").strip()
         # Green-API sends "Bearer <token>"; its own sample servers also accept the bare token.
         if given[:7].lower() == "bearer ":
             given = given[7:].strip()
-        if not given:
-            raise WebhookError(401, "missing Authorization header (Bearer <webhook token>)")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise WebhookError(401, "invalid webhook token")
+        if not expected:
+            why = "webhooks are disabled for this instance (polling mode)"
+        elif not given:
+            why = "missing Authorization header (Bearer <webhook token>)"
+        elif not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+            why = "invalid webhook token"
+        else:
+            return
+        logger.bind(tenant=self.tenant).info("[GREENAPI_WEBHOOK] webhook refused: {}", why)
+        raise WebhookError(401, UNAUTHORISED)
 
     async def parse_webhook(self, request: WebhookRequest) -> list[InboundMessage]:
         self._check_token(request)
-        return self.handle_notification(json_body(request), "webhook")
+        data = json_body(request)
+        try:
+            return self.handle_notification(data, "webhook")
+        except WebhookError as exc:
+            # Authenticated: Green-API would redeliver a refused body for a day. It is
+            # answered 200 and kept as a dead letter instead.
+            raise UnprocessableBody(exc.reason, *_ids(data)) from None
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not become a 500
+            logger.bind(tenant=self.tenant).opt(exception=exc).error(
+                "[GREENAPI_WEBHOOK] notification could not be parsed: {}: {}", type(exc).__name__, exc)
+            raise UnprocessableBody(f"{type(exc).__name__}: {exc}", *_ids(data)) from None
 
     def handle_notification(self, data: dict[str, Any], transport: str) -> list[InboundMessage]:
         """Classify, log and return the messages to record (both transports)."""
@@ -234,8 +268,11 @@ class GreenApiChannel(ChannelBase):
         if isinstance(body, dict):
             try:
                 messages = self.handle_notification(body, "polling")
-            except WebhookError as exc:
-                log.warning("[GREENAPI_WEBHOOK] malformed notification {} dropped: {}", receipt, exc)
+            except Exception as exc:  # noqa: BLE001 - kept as a dead letter, the queue goes on
+                reason = exc.reason if isinstance(exc, WebhookError) else f"{type(exc).__name__}: {exc}"
+                log.warning("[GREENAPI_WEBHOOK] malformed notification {} kept as a dead letter: {}",
+                            receipt, reason)
+                messages = [dead_letter(self.tenant, CHANNEL, _dump(body), reason, *_ids(body))]
         else:
             log.warning("[GREENAPI_WEBHOOK] notification {} has no body; dropped", receipt)
         for message in messages:

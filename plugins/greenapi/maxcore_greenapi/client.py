@@ -14,6 +14,7 @@ import httpx
 
 from maxcore.errors import PermanentError, RetryableError
 from maxcore.logs import REDACTOR
+from maxcore.webhooks import BodyRejected, decode_json
 
 from .config import GreenApiConfig
 
@@ -89,8 +90,10 @@ class GreenApiClient:
             ) from None
         if response.status_code == 200:
             try:
-                return response.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                # Bounded like a webhook body, lone surrogates replaced: polled
+                # notifications reach the same parser and inbox.
+                return decode_json(response.content)
+            except (json.JSONDecodeError, UnicodeDecodeError, BodyRejected):
                 raise RetryableError(f"Green-API {method}: answer is not JSON") from None
         raise self._error(method, response)
 

@@ -147,7 +147,7 @@ async def test_keyless_ollama_style_server(make_system: Any, emulator: OpenAIEmu
     emulator.api_key = None
     async with running(make_system(api_key=None, model="llama3.1")) as r:
         replies = await say(r, DEMO)
-        health = (await r.client.get("/api/health")).json()
+        health = await r.runtime.health()
     assert replies[0].startswith("✅ Lead créé : Jean Dupont")
     assert health["tenants"]["acme"]["connectors"]["llm"]["status"] == "ok"
     assert {r.body["model"] for r in emulator.completions()} == {"llama3.1"}
