@@ -25,7 +25,7 @@ from maxcore.builtin.sqlite_crm import SCHEMA as CRM_SCHEMA
 from maxcore.testing.greenapi_emulator import GreenApiEmulator
 
 from .conftest import API_TOKEN, INSTANCE, WEBHOOK_TOKEN
-from .serve import ServerProcess
+from .serve import HEALTH_TOKEN, ServerProcess
 
 pytestmark = pytest.mark.slow  # real processes, five crashes per run: ~15 s a run
 
@@ -36,7 +36,7 @@ WORKERS = 8
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "greenapi" / "incoming_text.json"
 
 MAIN = f"""
-server: {{shutdown_grace_s: 10}}
+server: {{shutdown_grace_s: 10, health_token: {HEALTH_TOKEN}}}
 inbox: {{type: sqlite, workers: {WORKERS}, max_pending: 100000, backoff_initial_s: 0.05,
         backoff_max_s: 0.5, max_attempts: 40}}
 logging: {{level: WARNING}}
