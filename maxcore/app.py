@@ -6,6 +6,7 @@ every tenant's connectors, starts the inbox workers) and stops it on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 from collections.abc import AsyncIterator, Mapping
@@ -22,8 +23,17 @@ from .connectors import WebhookRequest
 from .errors import WebhookError
 from .inbox import InboxClosed, InboxFull
 from .runtime import Runtime
+from .webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, raw_text
 
 RETRY_AFTER_STOPPING = "10"
+# The whole body must arrive within this: a sender dripping bytes cannot hold a
+# connection (and its memory) for longer.
+BODY_TIMEOUT_S = 30.0
+# An oversized body is read and thrown away up to this size before the 413, so the
+# client, still sending, reads the answer instead of a connection reset; past it the
+# connection is closed.
+DRAIN_LIMIT_BYTES = 16 << 20
+MAX_QUERY_CHARS = 2048
 
 
 def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -35,33 +45,53 @@ class BodyTooLarge(Exception):
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it exceeds ``limit`` bytes (declared or streamed)."""
+    """The body, refused once it exceeds ``limit`` bytes (declared or streamed).
+
+    A refused body is drained (up to DRAIN_LIMIT_BYTES) before BodyTooLarge is raised,
+    unless the client waits for ``100 Continue`` and so has not sent it.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        expects = request.headers.get("expect", "").lower() == "100-continue"
+        if not expects and int(declared) <= DRAIN_LIMIT_BYTES:
+            await _drain(request)
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            await _drain(request, size)
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
 
 
+async def _drain(request: Request, size: int = 0) -> None:
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > DRAIN_LIMIT_BYTES:
+            return
+
+
+def _authorised(request: Request, token: str | None) -> bool:
+    if token is None:
+        return False
+    given = request.headers.get("authorization", "")
+    if given[:7].lower() == "bearer ":
+        given = given[7:]
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 async def health(request: Request) -> Response:
+    """``{status, version}`` for anyone, from the process's own state (no upstream is
+    called); tenants, connectors and the inbox only with the health token."""
     runtime: Runtime = request.app.state.runtime
-    status = 200 if runtime.inbox.accepting else 503
-    token = runtime.config.server.health_token
-    if token is not None:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            # Public answer: alive or not, without tenant names or upstream reasons.
-            return JSONResponse(
-                {"status": "ok" if status == 200 else "stopping", "version": runtime.version},
-                status_code=status,
-            )
-    return JSONResponse(await runtime.health(), status_code=status)
+    status, _problems = runtime.status()
+    code = 503 if status == "stopping" else 200
+    if not _authorised(request, runtime.config.server.health_token):
+        return JSONResponse({"status": status, "version": runtime.version}, status_code=code)
+    return JSONResponse(await runtime.health(), status_code=code)
 
 
 async def webhook(request: Request) -> Response:
@@ -70,11 +100,17 @@ async def webhook(request: Request) -> Response:
     if not runtime.inbox.accepting:
         return _error(503, "server is shutting down; retry later",
                       {"Retry-After": RETRY_AFTER_STOPPING})
+    if len(request.url.query) > MAX_QUERY_CHARS:
+        return _error(400, f"query string longer than {MAX_QUERY_CHARS} characters")
     limit = runtime.config.server.body_limit_bytes
+    close = {"Connection": "close"}
     try:
-        body = await read_limited(request, limit)
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            body = await read_limited(request, limit)
     except BodyTooLarge:
-        return _error(413, f"body larger than {limit} bytes")
+        return _error(413, f"body larger than {limit} bytes", close)
+    except TimeoutError:
+        return _error(408, f"body not received within {BODY_TIMEOUT_S:g}s", close)
     except ClientDisconnect:
         return _error(400, "client disconnected before sending the whole body")
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -83,14 +119,23 @@ async def webhook(request: Request) -> Response:
     cls: Any = tenants.channel_classes.get(channel_type)
     if cls is None:
         return _error(404, f"no tenant uses the channel {channel_type!r}")
+    accepted = duplicates = dead = 0
     try:
         key = cls.webhook_route_key(hook_request)
         tenant = tenants.routes.get((channel_type, key))
         if tenant is None:
-            logger.info("[WEBHOOK] {} webhook for unknown instance refused", channel_type)
-            return _error(404, f"unknown {channel_type} instance")
-        messages = await tenant.channel.parse_webhook(hook_request)
-        accepted = duplicates = 0
+            # The same answer as a wrong token: which instances exist is not told.
+            logger.info("[WEBHOOK] {} webhook for an unknown instance refused", channel_type)
+            return _error(401, UNAUTHORISED)
+        try:
+            messages = await tenant.channel.parse_webhook(hook_request)
+        except UnprocessableBody as exc:
+            # Authenticated, but unusable: 200 so the provider does not redeliver it for a
+            # day, and the raw body kept where an operator sees it.
+            letter = dead_letter(tenant.id, channel_type, raw_text(body), exc.reason,
+                                 exc.chat_id, exc.message_id)
+            dead = int(await runtime.submit(letter))
+            messages = []
         for message in messages:
             if await runtime.submit(message):
                 accepted += 1
@@ -99,13 +144,16 @@ async def webhook(request: Request) -> Response:
     except WebhookError as exc:
         if exc.status >= 500:
             logger.error("[WEBHOOK] {} webhook failed: {}", channel_type, exc.reason)
-        return _error(exc.status, exc.reason)
+        return _error(exc.status, exc.reason, exc.headers)
     except InboxFull as exc:
         return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
     except InboxClosed:
         return _error(503, "server is shutting down; retry later",
                       {"Retry-After": RETRY_AFTER_STOPPING})
-    return JSONResponse({"ok": True, "accepted": accepted, "duplicates": duplicates})
+    result: dict[str, Any] = {"ok": True, "accepted": accepted, "duplicates": duplicates}
+    if dead:
+        result["dead_letters"] = dead
+    return JSONResponse(result)
 
 
 async def root(request: Request) -> Response:

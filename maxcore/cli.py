@@ -46,17 +46,26 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def build_runtime(config_dir: Path, **kwargs: Any) -> Any:
-    from .runtime import ConfigInvalid, Runtime
+    from .runtime import ConfigInvalid, Runtime, load_checked
 
     try:
-        return Runtime.from_directory(config_dir, plugins=plugins(), **kwargs)
+        loaded = load_checked(config_dir, plugins())
     except ConfigInvalid as exc:
         for problem in exc.problems:
             click.secho(f"✗ {problem}", fg="red", err=True)
         fail(f"configuration in {config_dir} is invalid ({len(exc.problems)} problem(s)); "
              "nothing was started")
+    try:
+        return Runtime(loaded, plugins(), **kwargs)
     except MaxcoreError as exc:
-        fail(str(exc))
+        fail(loaded.mask(str(exc)))
+
+
+def warn_failed_plugins() -> None:
+    """One line per plugin that is not loaded (the others work without it)."""
+    for info in plugins().failed:
+        click.secho(f"! plugin {info.name} ({info.origin}) is not loaded: {info.error}",
+                    fg="yellow", err=True)
 
 
 def run_on(connector: Any, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -85,7 +94,8 @@ def cli() -> None:
 @cli.command()
 @config_option
 @click.option("--host", default=None, help="Bind address (default: server.host, 0.0.0.0).")
-@click.option("--port", type=int, default=None, help="Port (default: server.port, 3005).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: server.port, 3005; 0: any free port, the one bound is logged).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
 @click.option("--log-level", default=None, help="TRACE, DEBUG, INFO, WARNING or ERROR.")
 def serve(config_dir: Path, host: str | None, port: int | None, log_format: str | None,
@@ -94,11 +104,13 @@ def serve(config_dir: Path, host: str | None, port: int | None, log_format: str 
     from .server import run_server
 
     setup_logging("INFO", log_format or "text")
+    warn_failed_plugins()
     runtime = build_runtime(config_dir)
     logging_cfg = runtime.config.logging
     setup_logging(log_level or logging_cfg.level, log_format or logging_cfg.format)
     server = runtime.config.server
-    asyncio.run(run_server(runtime, config_dir, host or server.host, port or server.port))
+    asyncio.run(run_server(runtime, config_dir, host or server.host,
+                           server.port if port is None else port))
 
 
 @cli.command()
@@ -114,9 +126,8 @@ def check(config_dir: Path) -> None:
         try:
             Runtime(loaded, plugins())
         except MaxcoreError as exc:
-            problems.append(str(exc))
-    for info in plugins().failed:
-        click.secho(f"! plugin {info.name} failed to load: {info.error}", fg="yellow", err=True)
+            problems.append(loaded.mask(str(exc)))
+    warn_failed_plugins()
     if problems:
         for problem in problems:
             click.secho(f"✗ {problem}", fg="red")
@@ -127,19 +138,32 @@ def check(config_dir: Path) -> None:
 
 
 @cli.command("plugins")
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_command(as_json: bool) -> None:
-    """List the loaded plugins and what each provides."""
-    plugins().describe_commands()
-    infos = sorted(plugins().infos.values(), key=lambda i: (not i.builtin, i.name))
+def plugins_command(config_dir: Path, as_json: bool) -> None:
+    """List the loaded plugins, what each provides and which tenants use it."""
+    loaded_plugins = plugins()
+    loaded_plugins.describe_commands()
+    source = click.get_current_context().get_parameter_source("config_dir")
+    if config_dir.is_dir():
+        load_dotenv_files(config_dir)
+        loaded = load_config(config_dir, loaded_plugins)
+        loaded_plugins.describe_usage(loaded.tenants)
+        if loaded.problems:
+            click.secho(f"! {config_dir}: {len(loaded.problems)} configuration problem(s); "
+                        "`maxcore check` lists them", fg="yellow", err=True)
+    elif source not in (click.core.ParameterSource.DEFAULT, None):
+        click.secho(f"! {config_dir}: configuration directory does not exist", fg="yellow", err=True)
+    infos = sorted(loaded_plugins.infos.values(), key=lambda i: (not i.builtin, i.name))
     if as_json:
         click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
         return
     for info in infos:
-        origin = "built-in" if info.builtin else (info.distribution or "external")
+        version = f" {info.version}" if info.version else ""
         if info.error:
-            click.secho(f"✗ {info.name} ({origin}): failed to load: {info.error}", fg="red")
+            click.secho(f"✗ {info.name}{version} ({info.origin}): {info.error}", fg="red")
             continue
+        origin = "built-in" if info.builtin else (info.distribution or "external")
         provides = [f"{kind}: {', '.join(names)}" for kind, names in sorted(info.connectors.items())]
         if info.tools:
             provides.append(f"tools: {', '.join(info.tools)}")
@@ -150,7 +174,8 @@ def plugins_command(as_json: bool) -> None:
             provides.append("http routes")
         if others:
             provides.append(f"hooks: {', '.join(others)}")
-        version = f" {info.version}" if info.version else ""
+        if info.used_by:
+            provides.append(f"used by: {', '.join(info.used_by)}")
         click.echo(f"✓ {info.name}{version} ({origin}) — {'; '.join(provides) or 'nothing registered'}")
 
 
@@ -164,6 +189,7 @@ def plugins_command(as_json: bool) -> None:
 def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbose: bool) -> None:
     """Talk to a tenant's assistant from the terminal (replies come back here)."""
     from .builtin.console import ConsoleChannel, ConsoleConfig
+    from .prompts import pack_of
     from .types import InboundMessage
 
     setup_logging("INFO" if verbose else "WARNING")
@@ -176,7 +202,7 @@ def chat(config_dir: Path, tenant_id: str, text: str | None, chat_id: str, verbo
         await runtime.open()
         try:
             lines = [text] if text is not None else None
-            prompt = "vous> " if runtime.tenant(tenant_id).config.assistant.language == "fr" else "you> "
+            prompt = pack_of(runtime.tenant(tenant_id).config.assistant).texts["console_prompt"]
             while True:
                 if lines is not None:
                     if not lines:
@@ -219,10 +245,12 @@ def leads(config_dir: Path, tenant_id: str, limit: int, as_json: bool) -> None:
     if not found:
         click.echo(f"No lead for tenant {tenant_id}.")
         return
-    columns = ("id", "name", "phone", "email", "company", "industry", "status", "source")
+    # Identity, then the CRM's own fields, in the order they first appear.
+    extra = list(dict.fromkeys(name for lead in found for name in lead.fields))
+    columns = ("id", "name", "phone", "email", "company", *extra)
     rows = [
         (lead.id or "", lead.full_name, lead.phone or "", lead.email or "", lead.company or "",
-         lead.industry or "", lead.status or "", lead.source or "")
+         *(str(lead.fields.get(name) or "") for name in extra))
         for lead in found
     ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]

@@ -28,6 +28,7 @@ from .types import (
     SendResult,
     UpsertResult,
 )
+from .vocabulary import LeadSchema
 
 KINDS = ("channel", "crm", "memory", "llm")
 
@@ -37,13 +38,16 @@ class ConnectorContext:
     """What a connector learns about where it runs.
 
     ``data_dir`` is where embedded connectors keep files; ``secrets`` receives values
-    that must be redacted from logs (a connector adds tokens it derives at runtime).
+    that must be redacted from logs (a connector adds tokens it derives at runtime);
+    ``session_secret`` is ``server.session_secret``, the key that signs sessions a
+    channel hands out (None: the channel keeps its own key in ``data_dir``).
     """
 
     tenant: str
     data_dir: Path
     add_secret: Callable[[str], None] = attrs.field(default=lambda _value: None)
     public_url: str | None = None
+    session_secret: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -53,19 +57,29 @@ class WebhookRequest:
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = attrs.field(factory=dict)
+    # The decoded body (or the error decoding it gave), filled by the first
+    # ``maxcore.webhooks.json_body`` call: the body is parsed once per request.
+    decoded: list[Any] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
 
+def _frozen_fields(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
 @attrs.frozen
 class LeadQuery:
-    """A search among the tenant's leads. Every field is optional and ANDed."""
+    """A search among the tenant's leads. Every criterion is optional and ANDed.
+
+    ``fields`` holds exact values of fields the CRM declares (``{"status": "New"}``).
+    """
 
     text: str | None = None
     phone: str | None = None
     email: str | None = None
-    status: str | None = None
+    fields: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_fields)
     limit: int = 20
 
 
@@ -87,7 +101,16 @@ class Connector(Protocol):
 
 @runtime_checkable
 class Channel(Connector, Protocol):
-    """Receives messages from users and sends replies to them."""
+    """Receives messages from users and sends replies to them.
+
+    Optional, for providers that keep a record of sent messages: ``can_reconcile =
+    True`` and ``async def find_sent(chat_id, text, since) -> SendResult | None``. The
+    core calls it when a send was interrupted (started, no result recorded): a result
+    means "it went out, do not send again", None "it did not", and a RetryableError
+    (with ``retry_after``) "cannot tell yet" (the provider's record lags). Channels
+    without it (:class:`ChannelBase` says ``can_reconcile = False``) get at-least-once
+    sends.
+    """
 
     @classmethod
     def webhook_route_key(cls, request: WebhookRequest) -> str:
@@ -109,7 +132,11 @@ class Channel(Connector, Protocol):
         """
         ...
 
-    async def send(self, message: OutboundMessage) -> SendResult: ...
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Send one message. An error raised for a message the provider certainly did
+        not take (a 429, an instance still booting) may carry ``not_sent = True``, so an
+        interrupted-send check is not needed before the retry."""
+        ...
 
     async def run_receiver(self, submit: Submit) -> None:
         """Pull messages from the provider (polling mode) until cancelled.
@@ -121,15 +148,42 @@ class Channel(Connector, Protocol):
 
 @runtime_checkable
 class CRM(Connector, Protocol):
-    """Stores leads and other records, all marked with the bound tenant."""
+    """Stores leads and other records, all marked with the bound tenant.
+
+    The CRM owns its vocabulary: :meth:`lead_schema` declares its lead fields and their
+    allowed values (read at ``open()`` and cached), and the core builds the model's
+    ``upsert_lead`` schema from it. ``unique_emails`` says the backend refuses two
+    records with one e-mail in the same account (HubSpot): then two tenants sharing an
+    account cannot both hold the same person, and the contract tests use distinct ones.
+    """
 
     entities: tuple[str, ...]
+    unique_emails: ClassVar[bool]
 
-    def options(self) -> Mapping[str, Sequence[str]]:
-        """Allowed values of the enum fields: ``status``, ``source``, ``industry``."""
+    def declared_lead_schema(self) -> LeadSchema | None:
+        """The declaration when it is known without asking the backend (a shipped
+        vocabulary), so ``maxcore check`` can validate against it; else None."""
         ...
 
-    async def upsert_lead(self, lead: Lead) -> UpsertResult: ...
+    async def lead_schema(self) -> LeadSchema:
+        """The lead fields this CRM declares (cached after ``open()``)."""
+        ...
+
+    async def upsert_lead(self, lead: Lead, defaults: Mapping[str, Any] | None = None) -> UpsertResult:
+        """Find the tenant's lead by phone, then e-mail; update it, or create it.
+
+        ``defaults`` fill empty fields of a lead being *created* only
+        (:func:`maxcore.leads.with_defaults`).
+        """
+        ...
+
+    async def update_lead(self, lead_id: str, lead: Lead) -> Lead | None:
+        """Write the non-empty values of ``lead`` to the tenant's lead ``lead_id``.
+
+        None when there is no such lead for this tenant (another tenant's id included).
+        """
+        ...
+
     async def search_leads(self, query: LeadQuery) -> list[Lead]: ...
     async def get_lead(self, lead_id: str) -> Lead | None: ...
     async def list_leads(self, limit: int = 50, offset: int = 0) -> list[Lead]: ...
@@ -138,21 +192,27 @@ class CRM(Connector, Protocol):
 
 @runtime_checkable
 class Memory(Connector, Protocol):
-    """Conversation memory, facts, audit log and effect journal of the bound tenant."""
+    """Conversation memory of the bound tenant: history, facts, sessions, and the audit
+    table the core's outbox ships to.
+
+    The per-message journal (what a replay must not repeat) is the core's, not the
+    memory store's. A store may also offer ``async def purge_history(before: float) ->
+    int`` (conversation turns older than the epoch ``before``); the core's retention
+    calls it when present.
+    """
 
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]: ...
     async def append_history(self, chat_id: str, turns: Sequence[ChatTurn]) -> None: ...
     async def facts(self, chat_id: str) -> dict[str, Any]: ...
     async def remember(self, chat_id: str, key: str, value: Any) -> None: ...
-    async def audit(self, entry: AuditEntry) -> None: ...
+    async def audit_batch(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert audit rows, idempotently on ``entry.id``: a batch sent twice (the
+        outbox retries after a lost answer) leaves each row once."""
+        ...
+
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
     ) -> list[AuditEntry]: ...
-    async def get_effect(self, key: str) -> dict[str, Any] | None:
-        """The recorded result of a side effect already performed, or None."""
-        ...
-
-    async def put_effect(self, key: str, result: dict[str, Any]) -> None: ...
     async def forget(self, chat_id: str) -> int:
         """Erase one contact's memory and history; return the rows removed."""
         ...
@@ -198,8 +258,41 @@ class ConnectorBase:
         return Health.ok()
 
 
+class CRMBase(ConnectorBase):
+    """Defaults for CRM connectors: a cached declaration read by :meth:`read_lead_schema`.
+
+    Override :meth:`read_lead_schema` (async: it may ask the backend) and call
+    ``await super().open()`` from ``open()``; :meth:`lead_schema` then answers from the
+    cache. A shipped, static vocabulary also overrides :meth:`declared_lead_schema`.
+    """
+
+    entities: tuple[str, ...] = ()
+    unique_emails: ClassVar[bool] = False
+    _lead_schema: LeadSchema | None = None
+
+    def declared_lead_schema(self) -> LeadSchema | None:
+        return None
+
+    async def read_lead_schema(self) -> LeadSchema:
+        return self.declared_lead_schema() or LeadSchema()
+
+    async def open(self) -> None:
+        self._lead_schema = await self.read_lead_schema()
+
+    async def lead_schema(self) -> LeadSchema:
+        if self._lead_schema is None:
+            self._lead_schema = await self.read_lead_schema()
+        return self._lead_schema
+
+
 class ChannelBase(ConnectorBase):
-    """Base for channels: webhook-only by default (no receiver loop)."""
+    """Base for channels: webhook-only by default (no receiver loop), and no record of
+    sent messages to reconcile an interrupted send with."""
+
+    can_reconcile: ClassVar[bool] = False
 
     async def run_receiver(self, submit: Submit) -> None:
+        return None
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
         return None

@@ -24,8 +24,10 @@ import attrs
 from loguru import logger
 
 from .config.models import InboxConfig
+from .files import connect_private
 from .inbox import Entry, InboxFull, WorkScheduler
 from .types import InboundMessage, Media
+from .webhooks import clean_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -38,6 +40,9 @@ CREATE TABLE IF NOT EXISTS inbox (
     payload TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
+    -- 1 while an attempt runs: still 1 at start-up means the process died during it.
+    running INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     retry_requested INTEGER NOT NULL DEFAULT 0,
     received_at REAL NOT NULL,
@@ -48,6 +53,26 @@ CREATE INDEX IF NOT EXISTS inbox_tenant_state ON inbox (tenant, state);
 """
 
 STATES = ("pending", "done", "dead")
+MAX_ERROR_CHARS = 4000
+
+_INSERT = (
+    "INSERT INTO inbox (dedupe_key, tenant, channel, chat_id, message_id, payload, state, "
+    "last_error, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dedupe_key) DO NOTHING"
+)
+
+
+def _row(message: InboundMessage, state: str, error: str | None) -> tuple[Any, ...]:
+    now = time.time()
+    return (
+        clean_text(message.dedupe_key), message.tenant, message.channel,
+        clean_text(message.chat_id), clean_text(message.message_id), encode_message(message),
+        state, _error_text(error), now, now,
+    )
+
+
+def _error_text(error: str | None) -> str | None:
+    return None if error is None else clean_text(error[:MAX_ERROR_CHARS])
 
 
 class InboxUnavailable(InboxFull):
@@ -59,7 +84,8 @@ class InboxUnavailable(InboxFull):
 
 
 def encode_message(message: InboundMessage) -> str:
-    return json.dumps(attrs.asdict(message), ensure_ascii=False, default=str)
+    # clean_text: whatever the channel let through, what SQLite gets is valid UTF-8.
+    return clean_text(json.dumps(attrs.asdict(message), ensure_ascii=False, default=str))
 
 
 def decode_message(payload: str) -> InboundMessage:
@@ -70,13 +96,16 @@ def decode_message(payload: str) -> InboundMessage:
 
 def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) on the WAL database."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn = connect_private(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.executescript(SCHEMA)
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(inbox)")}
+    for column in ("running", "crashes"):  # inbox files written before these columns existed
+        if column not in columns:
+            conn.execute(f"ALTER TABLE inbox ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     return conn
 
 
@@ -122,16 +151,26 @@ class GroupCommitter:
         self._wake.set()
         return await future
 
-    def _apply(self, batch: Sequence[_Op]) -> list[Any]:
+    def _apply(self, batch: Sequence[_Op]) -> list[tuple[bool, Any]]:
+        """Run ``batch`` in one transaction, each operation in its own savepoint: one that
+        fails is rolled back alone and reported to its caller; its neighbours commit."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[bool, Any]] = []
         try:
-            results = [op.run(conn) for op in batch]
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, op.run(conn)))
+                except Exception as exc:  # noqa: BLE001 - this operation fails, not the batch
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, exc))
+                conn.execute("RELEASE op")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return results
+        return outcomes
 
     async def _loop(self) -> None:
         while True:
@@ -145,20 +184,35 @@ class GroupCommitter:
                 self._inflight = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
                 try:
                     # Shielded: a commit that started finishes even if the loop is cancelled.
-                    results = await asyncio.shield(self._inflight)
+                    outcomes = await asyncio.shield(self._inflight)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - reported to every waiter
-                    logger.error("[INBOX] commit of {} operation(s) failed: {}", len(batch), exc)
+                except Exception as exc:  # noqa: BLE001 - the commit itself failed: nothing stored
+                    logger.opt(exception=exc).error(
+                        "[INBOX] commit of {} operation(s) failed: {}", len(batch), exc)
                     for op in batch:
                         if not op.future.done():
                             op.future.set_exception(InboxUnavailable(type(exc).__name__))
                     continue
-                for op, result in zip(batch, results, strict=True):
-                    if op.on_commit is not None:
-                        op.on_commit(result)
-                    if not op.future.done():
-                        op.future.set_result(result)
+                self._deliver(batch, outcomes)
+
+    def _deliver(self, batch: Sequence[_Op], outcomes: Sequence[tuple[bool, Any]]) -> None:
+        """Hand each caller its result, in commit order."""
+        for op, (ok, result) in zip(batch, outcomes, strict=True):
+            if not ok:
+                logger.opt(exception=result).error(
+                    "[INBOX] one operation failed and was rolled back alone: {}: {}",
+                    type(result).__name__, result)
+                if not op.future.done():
+                    op.future.set_exception(InboxUnavailable(type(result).__name__))
+                continue
+            try:
+                if op.on_commit is not None:
+                    op.on_commit(result)
+            except Exception as exc:  # noqa: BLE001 - committed: the callers still get it
+                logger.opt(exception=exc).error("[INBOX] after-commit step failed: {}", exc)
+            if not op.future.done():
+                op.future.set_result(result)
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -173,18 +227,16 @@ class GroupCommitter:
         inflight, self._inflight = self._inflight, None
         if inflight is not None:
             await asyncio.wait({inflight})
-            failed = inflight.cancelled() or inflight.exception() is not None
-            results = [None] * len(self._batch) if failed else inflight.result()
-            for op, result in zip(self._batch, results, strict=True):
-                if op.future.done():
-                    continue
-                if failed:
-                    op.future.set_exception(InboxUnavailable("the inbox is closed"))
-                    continue
-                # Committed, but the loop that hands out results was stopped first.
-                if op.on_commit is not None:
-                    op.on_commit(result)
-                op.future.set_result(result)
+            if inflight.cancelled() or inflight.exception() is not None:
+                for op in self._batch:
+                    if not op.future.done():
+                        op.future.set_exception(InboxUnavailable("the inbox is closed"))
+            else:
+                # Committed, but the loop that hands out results may have been stopped
+                # first: deliver what it did not.
+                undelivered = [(op, outcome) for op, outcome in
+                               zip(self._batch, inflight.result(), strict=True) if not op.future.done()]
+                self._deliver([op for op, _ in undelivered], [outcome for _, outcome in undelivered])
         for op in self._ops:
             if not op.future.done():
                 op.future.set_exception(InboxUnavailable("the inbox is closed"))
@@ -216,30 +268,55 @@ class SqliteInbox(WorkScheduler):
     async def _recover(self) -> list[Entry]:
         writer = self._open()
 
-        limit = self.config.max_attempts
+        limit = self.config.max_crashes
 
         def load(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            # A message whose every attempt ended with the process gone (it was started
-            # `max_attempts` times and never finished) is not tried again: it goes dead.
+            # An attempt still marked running died with the process. A message during
+            # which the server died `max_crashes` times is not tried again: it goes dead
+            # rather than take every tenant down with it at each restart.
+            now = time.time()
+            conn.execute("UPDATE inbox SET running = 0, crashes = crashes + 1, updated_at = ? "
+                         "WHERE state = 'pending' AND running = 1", (now,))
             crashed = conn.execute(
                 "UPDATE inbox SET state = 'dead', updated_at = ?, last_error = "
-                "'the server stopped during each of its ' || attempts || ' attempt(s); "
+                "'the server stopped during ' || crashes || ' of its attempts; "
                 "check the log before `maxcore inbox retry`' "
-                "WHERE state = 'pending' AND attempts >= ? RETURNING id",
-                (time.time(), limit),
+                "WHERE state = 'pending' AND crashes >= ? RETURNING id",
+                (now, limit),
             ).fetchall()
             for row in crashed:
-                logger.error("[INBOX] message {} dead: the server stopped during every attempt",
-                             row["id"])
+                logger.error("[INBOX] message {} dead: the server stopped during {} of its attempts",
+                             row["id"], limit)
             rows = conn.execute(
-                "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' ORDER BY id"
+                "SELECT id, payload, attempts, received_at FROM inbox WHERE state = 'pending' "
+                "ORDER BY id"
             ).fetchall()
             conn.execute("UPDATE inbox SET retry_requested = 0 WHERE retry_requested = 1")
             return rows
 
         rows = await writer.write(load)
         self._sweeper = asyncio.create_task(self._sweep(), name="inbox-retry-sweeper")
-        return [Entry(row["id"], decode_message(row["payload"]), row["attempts"]) for row in rows]
+        return await self._entries(rows)
+
+    async def _entries(self, rows: Sequence[sqlite3.Row]) -> list[Entry]:
+        """Entries for stored rows; a row whose payload cannot be read goes dead, alone."""
+        entries: list[Entry] = []
+        for row in rows:
+            try:
+                message = decode_message(row["payload"])
+            except Exception as exc:  # noqa: BLE001 - an unreadable row must not stop the others
+                logger.error("[INBOX] message {} cannot be read back ({}: {}); marked dead",
+                             row["id"], type(exc).__name__, exc)
+                await self._mark_unreadable(row["id"], f"{type(exc).__name__}: {exc}")
+                continue
+            entries.append(Entry(row["id"], message, row["attempts"], accepted_at=row["received_at"]))
+        return entries
+
+    async def _mark_unreadable(self, row_id: int, reason: str) -> None:
+        assert self._writer is not None
+        params = (_error_text(f"stored payload unreadable: {reason}"), time.time(), row_id)
+        await self._writer.write(lambda conn: conn.execute(
+            "UPDATE inbox SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?", params))
 
     async def _sweep(self) -> None:
         """Pick up messages that ``maxcore inbox retry`` put back while we run."""
@@ -248,23 +325,23 @@ class SqliteInbox(WorkScheduler):
 
         def take(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             rows = conn.execute(
-                "SELECT id, payload, attempts FROM inbox WHERE state = 'pending' "
+                "SELECT id, payload, attempts, received_at FROM inbox WHERE state = 'pending' "
                 "AND retry_requested = 1 ORDER BY id"
             ).fetchall()
             if rows:
                 conn.execute("UPDATE inbox SET retry_requested = 0 WHERE retry_requested = 1")
             return rows
 
-        def enqueue(rows: list[sqlite3.Row]) -> None:
-            for row in rows:
-                logger.info("[INBOX] message {} put back by an operator", row["id"])
-                self._enqueue(Entry(row["id"], decode_message(row["payload"]), row["attempts"]))
-
         while not self._stopping:
             await asyncio.sleep(self.config.poll_interval_s)
             try:
-                await writer.write(take, enqueue)
-            except InboxUnavailable as exc:
+                rows = await writer.write(take)
+                for entry in await self._entries(rows):
+                    logger.info("[INBOX] message {} put back by an operator", entry.id)
+                    self._enqueue(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the sweeper keeps sweeping
                 logger.warning("[INBOX] retry sweep failed: {}", exc)
 
     async def _close_store(self) -> None:
@@ -278,6 +355,13 @@ class SqliteInbox(WorkScheduler):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    # -- shared commit path (the journal, maxcore.journal_sqlite) ------------------------
+    async def write(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``run(conn)`` in the inbox's next group commit, on the inbox's database."""
+        if self._writer is None and self._stopping:
+            raise InboxUnavailable("the inbox is closed")
+        return await self._open().write(run)
 
     # -- intake ----------------------------------------------------------------------
     async def submit(self, message: InboundMessage) -> bool:
@@ -303,19 +387,10 @@ class SqliteInbox(WorkScheduler):
 
     async def _store_add(self, message: InboundMessage) -> Entry | None:
         writer = self._open()
-        now = time.time()
-        row = (
-            message.dedupe_key, message.tenant, message.channel, message.chat_id,
-            message.message_id, encode_message(message), now, now,
-        )
+        row = _row(message, "pending", None)
 
         def insert(conn: sqlite3.Connection) -> int | None:
-            cursor = conn.execute(
-                "INSERT INTO inbox (dedupe_key, tenant, channel, chat_id, message_id, payload, "
-                "received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (dedupe_key) DO NOTHING",
-                row,
-            )
+            cursor = conn.execute(_INSERT, row)
             return cursor.lastrowid if cursor.rowcount == 1 else None
 
         entry: list[Entry] = []
@@ -329,12 +404,22 @@ class SqliteInbox(WorkScheduler):
         await writer.write(insert, enqueue)
         return entry[0] if entry else None
 
+    async def _store_dead_letter(self, message: InboundMessage, reason: str) -> bool:
+        writer = self._open()
+        row = _row(message, "dead", reason)
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            return conn.execute(_INSERT, row).rowcount == 1
+
+        return bool(await writer.write(insert))
+
     # -- outcomes --------------------------------------------------------------------
     async def _update(self, entry: Entry, state: str, error: str | None) -> None:
         assert self._writer is not None
-        params = (state, entry.attempts, error, time.time(), entry.id)
+        params = (state, entry.attempts, _error_text(error), time.time(), entry.id)
         await self._writer.write(lambda conn: conn.execute(
-            "UPDATE inbox SET state = ?, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            "UPDATE inbox SET state = ?, attempts = ?, running = 0, last_error = ?, updated_at = ? "
+            "WHERE id = ?",
             params,
         ))
 
@@ -342,7 +427,7 @@ class SqliteInbox(WorkScheduler):
         assert self._writer is not None
         params = (entry.attempts, time.time(), entry.id)
         await self._writer.write(lambda conn: conn.execute(
-            "UPDATE inbox SET attempts = ?, updated_at = ? WHERE id = ?", params,
+            "UPDATE inbox SET attempts = ?, running = 1, updated_at = ? WHERE id = ?", params,
         ))
 
     async def _store_done(self, entry: Entry) -> None:

@@ -39,12 +39,16 @@ class ToolError(MaxcoreError):
 
 
 class WebhookError(MaxcoreError):
-    """An inbound request that must be refused with an HTTP status and a clear reason."""
+    """An inbound request that must be refused with an HTTP status and a clear reason.
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``headers`` go with the answer (``Retry-After`` with a 429, for instance).
+    """
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers
 
 
 class PluginError(MaxcoreError):

@@ -31,6 +31,14 @@ Handler = Callable[[InboundMessage], Awaitable[Any]]
 RateLimit = Callable[[str], int | None]
 
 RATE_WINDOW_S = 60.0
+# Health says "degraded" when the oldest message waiting is older than this, or when a
+# worker task ended and was replaced less than RESTART_MEMORY_S ago.
+STALE_PENDING_S = 300.0
+RESTART_MEMORY_S = 60.0
+# How long a worker waits before trying again when the store itself failed (the
+# message is kept; nothing is marked), and how often it tries to store an outcome.
+STORE_RETRY_S = 1.0
+RECORD_TRIES = 5
 
 
 class InboxFull(MaxcoreError):
@@ -53,6 +61,8 @@ class Entry:
     message: InboundMessage
     attempts: int = 0
     rate_counted: bool = False
+    # When the inbox accepted it (wall clock): the age of the backlog in health.
+    accepted_at: float = attrs.field(factory=time.time)
 
 
 @attrs.define
@@ -71,10 +81,15 @@ class Inbox(Protocol):
         """Record ``message``; True if new, False if already seen. Durable on return."""
         ...
 
+    async def submit_dead(self, message: InboundMessage, reason: str) -> bool:
+        """Record ``message`` straight as a dead letter (a body that cannot be processed)."""
+        ...
+
     async def start(self, handler: Handler, rate_limit: RateLimit | None = None) -> None: ...
     async def stop(self, grace: float) -> None: ...
     async def drain(self, timeout: float) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
+    def health(self) -> tuple[str, list[str]]: ...
 
 
 class RateWindow:
@@ -128,6 +143,8 @@ class WorkScheduler:
         self._stopping = False
         self.done = 0
         self.dead_count = 0
+        self.worker_restarts = 0
+        self._last_restart: float | None = None
 
     # -- storage: implemented by subclasses ----------------------------------------
     async def _store_add(self, message: InboundMessage) -> Entry | None:
@@ -149,6 +166,10 @@ class WorkScheduler:
     async def _store_dead(self, entry: Entry, error: str) -> None:
         raise NotImplementedError
 
+    async def _store_dead_letter(self, message: InboundMessage, reason: str) -> bool:
+        """Persist ``message`` in the dead state directly; False if a duplicate."""
+        raise NotImplementedError
+
     async def _recover(self) -> list[Entry]:
         """Messages accepted earlier and not finished, oldest first."""
         return []
@@ -166,6 +187,18 @@ class WorkScheduler:
     async def submit(self, message: InboundMessage) -> bool:
         self._check_open()
         return await self._store_add(message) is not None
+
+    async def submit_dead(self, message: InboundMessage, reason: str) -> bool:
+        """Keep ``message`` as a dead letter at once (never processed); False if known."""
+        if not self.accepting:
+            raise InboxClosed("the server is shutting down")
+        added = await self._store_dead_letter(message, reason)
+        if added:
+            self.dead_count += 1
+            logger.bind(tenant=message.tenant, message_id=message.message_id).warning(
+                "[PIPELINE] {} body kept as a dead letter: {}", message.channel, reason
+            )
+        return added
 
     def _accept(self, entry: Entry) -> None:
         """A new message is stored: say so (before any worker starts on it), then queue it."""
@@ -196,7 +229,27 @@ class WorkScheduler:
         if recovered:
             logger.info("[PIPELINE] resuming {} message(s) accepted before the last stop", len(recovered))
         for index in range(self.config.workers):
-            self._workers.append(asyncio.create_task(self._work(), name=f"inbox-worker-{index}"))
+            self._spawn_worker(index)
+
+    # -- the supervisor: a worker task that ends is replaced -------------------------
+    def _spawn_worker(self, index: int) -> None:
+        task = asyncio.create_task(self._work(), name=f"inbox-worker-{index}")
+        self._workers.append(task)
+        task.add_done_callback(lambda done: self._worker_ended(index, done))
+
+    def _worker_ended(self, index: int, task: asyncio.Task[None]) -> None:
+        if task in self._workers:
+            self._workers.remove(task)
+        if self._stopping:
+            return
+        error = None if task.cancelled() else task.exception()
+        self.worker_restarts += 1
+        self._last_restart = time.monotonic()
+        logger.opt(exception=error).error(
+            "[INBOX] worker {} ended ({}); a new one takes its place", index,
+            f"{type(error).__name__}: {error}" if error else "returned",
+        )
+        self._spawn_worker(index)
 
     def _later(self, delay: float, conversation: str) -> None:
         def wake() -> None:
@@ -212,40 +265,54 @@ class WorkScheduler:
             conversation = await self._ready.get()
             if self._stopping:
                 continue
-            queue = self._queues[conversation]
-            entry = queue[0]
-            if not entry.rate_counted:
-                wait = self._rates.delay(
-                    entry.message.tenant, self._rate_limit(entry.message.tenant), time.monotonic()
-                )
-                if wait > 0:
-                    logger.bind(tenant=entry.message.tenant, message_id=entry.message.message_id).info(
-                        "[PIPELINE] tenant over its messages_per_minute; message waits {:.1f}s", wait
-                    )
-                    self._later(wait, conversation)
-                    continue
-                entry.rate_counted = True
-            self._in_flight += 1
-            self._quiet.clear()
             try:
-                retry_in = await self._attempt(entry)
-            finally:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._quiet.set()
-            if retry_in is not None:
-                self._later(retry_in, conversation)
-                continue
-            queue.popleft()
-            self._pending -= 1
-            if queue:
-                # Back of the line: one message per turn keeps conversations fair.
-                self._ready.put_nowait(conversation)
-            else:
-                del self._queues[conversation]
-                self._scheduled.discard(conversation)
-            if self._pending == 0:
-                self._idle.set()
+                await self._turn(conversation)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a worker survives anything a message does
+                # The conversation stays scheduled: it is tried again, never forgotten.
+                logger.opt(exception=exc).error(
+                    "[INBOX] unexpected error serving a conversation ({}: {}); retrying in {:g}s",
+                    type(exc).__name__, exc, STORE_RETRY_S,
+                )
+                self._later(STORE_RETRY_S, conversation)
+
+    async def _turn(self, conversation: str) -> None:
+        """Serve the first message of ``conversation`` (or put it on a timer)."""
+        queue = self._queues[conversation]
+        entry = queue[0]
+        if not entry.rate_counted:
+            wait = self._rates.delay(
+                entry.message.tenant, self._rate_limit(entry.message.tenant), time.monotonic()
+            )
+            if wait > 0:
+                logger.bind(tenant=entry.message.tenant, message_id=entry.message.message_id).info(
+                    "[PIPELINE] tenant over its messages_per_minute; message waits {:.1f}s", wait
+                )
+                self._later(wait, conversation)
+                return
+            entry.rate_counted = True
+        self._in_flight += 1
+        self._quiet.clear()
+        try:
+            retry_in = await self._attempt(entry)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._quiet.set()
+        if retry_in is not None:
+            self._later(retry_in, conversation)
+            return
+        queue.popleft()
+        self._pending -= 1
+        if queue:
+            # Back of the line: one message per turn keeps conversations fair.
+            self._ready.put_nowait(conversation)
+        else:
+            del self._queues[conversation]
+            self._scheduled.discard(conversation)
+        if self._pending == 0:
+            self._idle.set()
 
     async def _attempt(self, entry: Entry) -> float | None:
         """Run the handler once; the delay before the next try, or None when finished."""
@@ -253,31 +320,65 @@ class WorkScheduler:
         message = entry.message
         log = logger.bind(tenant=message.tenant, message_id=message.message_id)
         entry.attempts += 1
-        await self._store_started(entry)
+        try:
+            await self._store_started(entry)
+        except Exception as exc:  # noqa: BLE001 - nothing ran yet: try the message again later
+            entry.attempts -= 1
+            log.opt(exception=exc).error(
+                "[INBOX] could not record the start of an attempt ({}); retrying in {:g}s",
+                exc, STORE_RETRY_S,
+            )
+            return STORE_RETRY_S
         try:
             await self._handler(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure ends retried or dead
-            reason = f"{type(exc).__name__}: {exc}"
-            if not is_retryable(exc) or entry.attempts >= self.config.max_attempts:
-                log.error("[PIPELINE] message dead after {} attempt(s): {}", entry.attempts, reason)
-                await self._store_dead(entry, reason)
-                self.dead_count += 1
-                return None
-            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-            delay = backoff_delay(
-                entry.attempts, self.config.backoff_initial_s, self.config.backoff_max_s, retry_after
-            )
-            log.warning(
-                "[PIPELINE] attempt {}/{} failed ({}); retrying in {:.2f}s",
-                entry.attempts, self.config.max_attempts, reason, delay,
-            )
-            await self._store_failed(entry, reason)
-            return delay
-        await self._store_done(entry)
+            return await self._failed(entry, exc, log)
+        await self._record(log, "done", self._store_done, entry)
         self.done += 1
         return None
+
+    async def _failed(self, entry: Entry, exc: Exception, log: Any) -> float | None:
+        reason = f"{type(exc).__name__}: {exc}"
+        # A bug (not an error a connector raised on purpose) gets its traceback in the log.
+        trace = log.opt(exception=exc) if not isinstance(exc, MaxcoreError) else log
+        if not is_retryable(exc) or entry.attempts >= self.config.max_attempts:
+            trace.error("[PIPELINE] message dead after {} attempt(s): {}", entry.attempts, reason)
+            await self._record(log, "dead", self._store_dead, entry, reason)
+            self.dead_count += 1
+            return None
+        retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+        delay = backoff_delay(
+            entry.attempts, self.config.backoff_initial_s, self.config.backoff_max_s, retry_after
+        )
+        trace.warning(
+            "[PIPELINE] attempt {}/{} failed ({}); retrying in {:.2f}s",
+            entry.attempts, self.config.max_attempts, reason, delay,
+        )
+        await self._record(log, "failed", self._store_failed, entry, reason)
+        return delay
+
+    async def _record(
+        self, log: Any, outcome: str, store: Callable[..., Awaitable[None]], entry: Entry, *args: Any
+    ) -> None:
+        """Store an outcome, trying again while the store fails: the handler is not rerun
+        for an outcome already reached. After a few tries the outcome is logged and the
+        worker moves on; the row stays pending and the message is resumed on the next
+        start (the journal keeps its effects from repeating)."""
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                await store(entry, *args)
+                return
+            except Exception as exc:  # noqa: BLE001 - the worker must go on
+                if attempt == RECORD_TRIES or self._stopping:
+                    log.opt(exception=exc).error(
+                        "[INBOX] outcome {} of message #{} not stored ({}); it is resumed on "
+                        "the next start", outcome, entry.id, exc,
+                    )
+                    return
+                log.warning("[INBOX] storing outcome {} failed ({}); trying again", outcome, exc)
+                await asyncio.sleep(STORE_RETRY_S * attempt)
 
     # -- shutdown ------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:
@@ -314,10 +415,39 @@ class WorkScheduler:
             logger.info("[PIPELINE] {} message(s) left pending for the next start", self._pending)
         await self._close_store()
 
+    def oldest_pending_s(self, now: float | None = None) -> float:
+        """Age in seconds of the oldest message not finished yet (0 when none)."""
+        heads = [queue[0].accepted_at for queue in self._queues.values() if queue]
+        return max(0.0, (now or time.time()) - min(heads)) if heads else 0.0
+
+    def workers_alive(self) -> int:
+        return sum(1 for task in self._workers if not task.done())
+
+    def health(self) -> tuple[str, list[str]]:
+        """("ok" | "degraded" | "stopping", reasons), from process state only."""
+        if not self.accepting:
+            return "stopping", ["the server is shutting down"]
+        reasons: list[str] = []
+        if self._handler is not None:
+            alive = self.workers_alive()
+            if alive < self.config.workers:
+                reasons.append(f"{self.config.workers - alive} of {self.config.workers} inbox "
+                               "worker(s) not running")
+        if self._last_restart is not None and time.monotonic() - self._last_restart < RESTART_MEMORY_S:
+            reasons.append(f"an inbox worker was replaced less than {RESTART_MEMORY_S:g}s ago "
+                           f"({self.worker_restarts} replacement(s) since start; see the log)")
+        oldest = self.oldest_pending_s()
+        if oldest > STALE_PENDING_S:
+            reasons.append(f"the oldest pending message has waited {oldest:.0f}s "
+                           f"(more than {STALE_PENDING_S:g}s)")
+        return ("degraded" if reasons else "ok"), reasons
+
     def stats(self) -> dict[str, Any]:
         return {
             "type": self.kind, "pending": self._pending, "running": self._in_flight,
             "done": self.done, "dead": self.dead_count, "accepting": self.accepting,
+            "workers": self.workers_alive(), "worker_restarts": self.worker_restarts,
+            "oldest_pending_s": round(self.oldest_pending_s(), 3),
         }
 
 
@@ -353,6 +483,14 @@ class MemoryInbox(WorkScheduler):
 
     async def _store_dead(self, entry: Entry, error: str) -> None:
         self.dead.append(DeadLetter(entry.message, error, entry.attempts, id=entry.id))
+
+    async def _store_dead_letter(self, message: InboundMessage, reason: str) -> bool:
+        if message.dedupe_key in self._seen:
+            return False
+        self._seen[message.dedupe_key] = None
+        self._next_id += 1
+        self.dead.append(DeadLetter(message, reason, 0, id=self._next_id))
+        return True
 
 
 def make_inbox(config: InboxConfig, data_dir: Any) -> Inbox:

@@ -1,118 +1,27 @@
-"""Lead field normalisation shared by every CRM: phones, emails, enum values.
+"""Lead normalisation every CRM shares: identity (phone, e-mail, names) and the CRM's fields.
 
-The model writes what the user wrote ("BTP", "immobilier", "06 12 34 56 78"); CRMs
-accept only exact option strings and E.164 numbers. This module maps one to the other
-or refuses with the list of allowed values, so the model can correct itself.
+The model writes what the user wrote ("06 12 34 56 78", "JEAN@Dupont.fr", "btp"). The
+core turns the identity into canonical forms (E.164, lower-case e-mail, trimmed text)
+and hands the other values to the CRM's declaration (:mod:`maxcore.vocabulary`), which
+maps them onto its exact values or refuses with the allowed ones. Anything a given
+CRM rejects beyond that (forbidden characters, lengths) is its connector's to clean.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import phonenumbers
 
 from .errors import ToolError
 from .types import Lead
+from .vocabulary import IDENTITY_FIELDS, LeadSchema
 
-# EspoCRM 8.3's Lead options (Modules/Crm/Resources/metadata/entityDefs/Lead.json),
-# the reference the embedded CRM follows too.
-STATUS_OPTIONS = ("New", "Assigned", "In Process", "Converted", "Recycled", "Dead")
-SOURCE_OPTIONS = (
-    "Call", "Email", "Existing Customer", "Partner", "Public Relations", "Web Site",
-    "Campaign", "Other", "WhatsApp",
-)
-INDUSTRY_OPTIONS = (
-    "Advertising", "Aerospace", "Agriculture", "Apparel & Accessories", "Architecture",
-    "Automotive", "Banking", "Biotechnology", "Building Materials & Equipment", "Chemical",
-    "Construction", "Consulting", "Computer", "Culture", "Creative", "Defense", "Education",
-    "Electronics", "Electric Power", "Energy", "Entertainment & Leisure", "Finance",
-    "Food & Beverage", "Grocery", "Healthcare", "Hospitality", "Insurance", "Legal",
-    "Manufacturing", "Mass Media", "Marketing", "Mining", "Music", "Publishing", "Petroleum",
-    "Real Estate", "Retail", "Service", "Sports", "Software", "Support", "Shipping", "Travel",
-    "Technology", "Telecommunications", "Television", "Transportation",
-    "Testing, Inspection & Certification", "Venture Capital", "Wholesale", "Water",
-)
-DEFAULT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "status": STATUS_OPTIONS,
-    "source": SOURCE_OPTIONS,
-    "industry": INDUSTRY_OPTIONS,
-}
-
-# French and English words people use, mapped to option strings. Keys are folded
-# (lower-case, no accents); a synonym is used only when its target is an option of
-# the tenant's CRM.
-SYNONYMS: dict[str, dict[str, str]] = {
-    "industry": {
-        "btp": "Construction", "batiment": "Construction", "construction": "Construction",
-        "travaux": "Construction", "renovation": "Construction", "maconnerie": "Construction",
-        "immobilier": "Real Estate", "agence immobiliere": "Real Estate",
-        "real estate": "Real Estate", "immo": "Real Estate",
-        "informatique": "Computer", "it": "Computer", "logiciel": "Software",
-        "saas": "Software", "editeur de logiciel": "Software", "tech": "Technology",
-        "technologie": "Technology", "high tech": "Technology", "numerique": "Technology",
-        "conseil": "Consulting", "consultant": "Consulting", "sante": "Healthcare",
-        "medical": "Healthcare", "health": "Healthcare", "pharmacie": "Healthcare",
-        "restauration": "Food & Beverage", "restaurant": "Food & Beverage",
-        "food": "Food & Beverage", "agroalimentaire": "Food & Beverage",
-        "hotellerie": "Hospitality", "hotel": "Hospitality", "commerce": "Retail",
-        "boutique": "Retail", "vente au detail": "Retail", "retail": "Retail",
-        "epicerie": "Grocery", "banque": "Banking", "finance": "Finance",
-        "assurance": "Insurance", "juridique": "Legal", "avocat": "Legal", "droit": "Legal",
-        "education": "Education", "formation": "Education", "enseignement": "Education",
-        "transport": "Transportation", "logistique": "Transportation",
-        "marketing": "Marketing", "publicite": "Advertising", "communication": "Marketing",
-        "industrie": "Manufacturing", "manufacture": "Manufacturing", "usine": "Manufacturing",
-        "energie": "Energy", "agriculture": "Agriculture", "automobile": "Automotive",
-        "garage": "Automotive", "architecture": "Architecture", "architecte": "Architecture",
-        "telecom": "Telecommunications", "telecoms": "Telecommunications",
-        "voyage": "Travel", "tourisme": "Travel", "media": "Mass Media",
-        "medias": "Mass Media", "presse": "Publishing", "edition": "Publishing",
-        "musique": "Music", "sport": "Sports", "services": "Service",
-        "culture": "Culture", "creation": "Creative", "design": "Creative",
-        "defense": "Defense", "electronique": "Electronics", "chimie": "Chemical",
-        "eau": "Water", "vin": "Food & Beverage", "television": "Television",
-    },
-    "status": {
-        "nouveau": "New", "nouvelle": "New", "new": "New", "assigne": "Assigned",
-        "attribue": "Assigned", "en cours": "In Process", "in progress": "In Process",
-        "en traitement": "In Process", "converti": "Converted", "gagne": "Converted",
-        "recycle": "Recycled", "perdu": "Dead", "mort": "Dead", "abandonne": "Dead",
-    },
-    "source": {
-        "appel": "Call", "telephone": "Call", "phone": "Call", "e-mail": "Email",
-        "mail": "Email", "courriel": "Email", "client existant": "Existing Customer",
-        "partenaire": "Partner", "relations publiques": "Public Relations",
-        "site web": "Web Site", "site internet": "Web Site", "web": "Web Site",
-        "website": "Web Site", "campagne": "Campaign", "autre": "Other",
-        "whatsapp": "WhatsApp", "wa": "WhatsApp",
-    },
-}
-
-_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]{2,}$")
-_BAD_CHARS_RE = re.compile(r"[<>=]")
-
-
-def fold(text: str) -> str:
-    """Lower-case, accents removed, spaces squeezed: the key synonyms are looked up by."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"[\s_]+", " ", stripped.casefold()).strip()
-
-
-def normalise_option(field: str, value: str, options: Sequence[str]) -> str:
-    """Map ``value`` to one of ``options`` or raise a ToolError listing them."""
-    wanted = fold(value)
-    for option in options:
-        if fold(option) == wanted:
-            return option
-    target = SYNONYMS.get(field, {}).get(wanted)
-    if target is not None and target in options:
-        return target
-    allowed = ", ".join(o for o in options if o)
-    raise ToolError(f"{field} {value!r} is not allowed; allowed values: {allowed}")
+_EMAIL_RE = re.compile(r"^[^@\s<>]{1,64}@[^@\s<>]{1,255}$")
+_NOT_LEAD_FIELDS = frozenset({*IDENTITY_FIELDS, "name", "lead_id"})
 
 
 def normalise_phone(raw: str, region: str = "FR") -> str:
@@ -128,53 +37,59 @@ def normalise_phone(raw: str, region: str = "FR") -> str:
 
 def normalise_email(raw: str) -> str:
     email = raw.strip().lower()
-    if not _EMAIL_RE.match(email):
+    labels = email.rpartition("@")[2].split(".")
+    # A pattern without nested repetition plus a split: linear in the length.
+    if not _EMAIL_RE.match(email) or len(labels) < 2 or not all(labels) or len(labels[-1]) < 2:
         raise ToolError(f"email {raw!r} is not a valid e-mail address")
     return email
-
-
-def strip_bad_characters(text: str) -> str:
-    """Remove ``<``, ``>`` and ``=``, which EspoCRM rejects in names and titles."""
-    return _BAD_CHARS_RE.sub("", text).strip()
 
 
 def _clean(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = " ".join(str(value).split())
     return text or None
 
 
 def build_lead(
-    arguments: Mapping[str, Any],
-    *,
-    options: Mapping[str, Sequence[str]],
-    defaults: Mapping[str, str] | None = None,
-    region: str = "FR",
+    arguments: Mapping[str, Any], *, schema: LeadSchema, region: str = "FR",
+    require_identity: bool = True,
 ) -> Lead:
-    """Turn tool arguments into a normalised Lead (defaults fill missing enum fields)."""
-    values: dict[str, Any] = {key: _clean(arguments.get(key)) for key in (
-        "first_name", "last_name", "phone", "email", "company", "industry", "source",
-        "status", "description",
-    )}
+    """Turn tool arguments into a normalised Lead.
+
+    Identity comes from ``first_name``/``last_name`` (or one ``name``), ``phone``,
+    ``email``, ``company``; every other argument must be a field ``schema`` declares.
+    ``require_identity``: a new lead needs a name or company and a phone or e-mail; an
+    update by id does not.
+    """
+    values: dict[str, Any] = {key: _clean(arguments.get(key)) for key in IDENTITY_FIELDS}
     if not values["first_name"] and not values["last_name"] and arguments.get("name"):
         first, _, last = str(arguments["name"]).strip().partition(" ")
-        values["first_name"], values["last_name"] = first or None, last or None
-    for key, default in (defaults or {}).items():
-        if key in values and not values[key]:
-            values[key] = default
+        values["first_name"], values["last_name"] = first or None, last.strip() or None
     if values["phone"]:
         values["phone"] = normalise_phone(values["phone"], region)
     if values["email"]:
         values["email"] = normalise_email(values["email"])
-    for field in ("status", "source", "industry"):
-        if values[field]:
-            values[field] = normalise_option(field, values[field], options.get(field, ()))
-    for field in ("first_name", "last_name", "company"):
-        if values[field]:
-            values[field] = strip_bad_characters(values[field]) or None
-    if not values["phone"] and not values["email"]:
-        raise ToolError("a lead needs a phone number or an e-mail address")
-    if not values["first_name"] and not values["last_name"] and not values["company"]:
-        raise ToolError("a lead needs a name (first_name/last_name) or a company")
-    return Lead(**values)
+    fields = schema.normalise({k: v for k, v in arguments.items()
+                               if k not in _NOT_LEAD_FIELDS and v not in (None, "")})
+    if require_identity:
+        if not values["phone"] and not values["email"]:
+            raise ToolError("a lead needs a phone number or an e-mail address")
+        if not values["first_name"] and not values["last_name"] and not values["company"]:
+            raise ToolError("a lead needs a name (first_name/last_name) or a company")
+    return Lead(**values, fields=fields)
+
+
+def with_defaults(lead: Lead, defaults: Mapping[str, Any], schema: LeadSchema) -> Lead:
+    """The lead about to be *created*: ``defaults`` fill the fields it leaves empty.
+
+    Connectors call this on create only, so a value the user states on an update ("put
+    it back to New") is written as stated, and a lead in progress is never reset.
+    Raises ToolError when a field the CRM requires is still missing.
+    """
+    filled = {**schema.normalise({k: v for k, v in defaults.items() if lead.fields.get(k) in (None, "")}),
+              **{k: v for k, v in lead.fields.items() if v not in (None, "")}}
+    missing = schema.missing_required(filled)
+    if missing:
+        raise ToolError(f"a new lead needs {', '.join(missing)}")
+    return attrs.evolve(lead, fields=filled)

@@ -3,6 +3,12 @@
 Every sink goes through :class:`Redactor`, which replaces each configured secret and
 anything shaped like a Green-API token in a URL path with ``***``. ``diagnose`` is off:
 loguru's default prints local variables (secrets included) in tracebacks.
+
+A text record is one line: control characters, line separators and lone surrogates in
+the message and the context fields are written as escapes (``\n``, ``\x1b``,
+``\ud800``), so a value a user sent (a message id, a notification type) can neither
+forge a record nor drive the terminal. Traceback lines, which follow their record, are
+indented: a line that starts at the first column is always a record.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import ahocorasick
 from loguru import logger
 
 # /waInstance1101000001/sendMessage/<token>  →  /waInstance1101000001/sendMessage/***
@@ -25,17 +32,41 @@ _KEY_PARAM_RE = re.compile(r"(?i)((?:api[_-]?key|token|secret|password)=)[^&\s\"
 
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
-    "tenant={extra[tenant]} msg={extra[message_id]} | {message}"
+    "tenant={extra[_tenant]} msg={extra[_message_id]} | {extra[_message]}\n{exception}"
 )
+
+# Escapes for the text sink: C0 and C1 controls, DEL, line/paragraph separators and
+# lone surrogates (which no stream can encode).
+_ESCAPES: dict[int, str] = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_ESCAPES.update({code: f"\\u{code:04x}" for code in range(0xD800, 0xE000)})
+
+
+def escape_line(text: str) -> str:
+    """``text`` on one line, every control character written as an escape."""
+    if text.isprintable():
+        return text
+    return text.translate(_ESCAPES)
+
+
+# Secrets added since the automaton was built are looked for one by one up to this
+# count; one more and the automaton is rebuilt with all of them (at the next line).
+_LOOSE_SECRETS = 8
 
 
 class Redactor:
-    """Replaces secret values in text. Secrets can be added while running."""
+    """Replaces secret values in text. Secrets can be added while running.
+
+    Adding is O(1); the secrets live in one Aho-Corasick automaton, built lazily at the
+    first line logged after a burst of additions, so a line costs one pass whatever the
+    number of secrets (configuration load adds them all before any line is written).
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._automaton: Any = None
+        self._loose: list[str] = []  # added since the automaton was built
         for secret in secrets:
             self.add(secret)
 
@@ -46,13 +77,52 @@ class Redactor:
             if secret in self._secrets:
                 return
             self._secrets.add(secret)
-            ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            self._loose.append(secret)
+
+    def _matchers(self) -> tuple[Any, tuple[str, ...]]:
+        if len(self._loose) > _LOOSE_SECRETS:
+            with self._lock:
+                if len(self._loose) > _LOOSE_SECRETS:
+                    automaton = ahocorasick.Automaton()
+                    for secret in self._secrets:
+                        automaton.add_word(secret, len(secret))
+                    automaton.make_automaton()
+                    self._automaton, self._loose = automaton, []
+        return self._automaton, tuple(self._loose)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Merged ``(start, end)`` ranges of ``text`` that hold a secret."""
+        automaton, loose = self._matchers()
+        found: list[tuple[int, int]] = []
+        if automaton is not None:
+            found.extend((end - length + 1, end + 1) for end, length in automaton.iter_long(text))
+        for secret in loose:
+            start = text.find(secret)
+            while start != -1:
+                found.append((start, start + len(secret)))
+                start = text.find(secret, start + 1)
+        if len(found) < 2:
+            return found
+        found.sort()
+        merged = [found[0]]
+        for start, end in found[1:]:
+            if start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        return merged
 
     def __call__(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub("***", text)
+        spans = self.spans(text)
+        if spans:
+            parts: list[str] = []
+            last = 0
+            for start, end in spans:
+                parts.append(text[last:start])
+                parts.append("***")
+                last = end
+            parts.append(text[last:])
+            text = "".join(parts)
         text = _URL_TOKEN_RE.sub(r"\1***", text)
         text = _BEARER_RE.sub(r"\1***", text)
         return _KEY_PARAM_RE.sub(r"\1***", text)
@@ -84,10 +154,32 @@ class _RedactingSink:
             if record["exception"] is not None:
                 data["exception"] = "".join(_format_exception(record["exception"]))
             text = json.dumps(data, ensure_ascii=False, default=str) + "\n"
+            if not text.isascii():
+                # Lone surrogates (only inside JSON strings) become JSON escapes again.
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         else:
-            text = str(message)
+            text = _one_record(str(message))
         self.stream.write(REDACTOR(text))
         self.stream.flush()
+
+
+def _one_record(text: str) -> str:
+    """The record's line as formatted, then its traceback (if any) escaped and indented."""
+    line, _, rest = text.partition("\n")
+    if not rest:
+        return line + "\n"
+    trace = "".join(f"    {escape_line(part)}\n" for part in rest.rstrip("\n").split("\n"))
+    return f"{line}\n{trace}"
+
+
+def _text_format(record: Any) -> str:
+    """Escape, once per record, the values the text line shows (loguru gives each
+    record its own ``extra`` dict)."""
+    extra = record["extra"]
+    extra["_tenant"] = escape_line(str(extra.get("tenant", "-")))
+    extra["_message_id"] = escape_line(str(extra.get("message_id", "-")))
+    extra["_message"] = escape_line(record["message"])
+    return TEXT_FORMAT
 
 
 def _format_exception(exc_info: Any) -> list[str]:
@@ -118,7 +210,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
     logger.add(
         _RedactingSink(stream, fmt),
         level=level,
-        format=TEXT_FORMAT if fmt == "text" else "{message}",
+        format=_text_format if fmt == "text" else "{message}",
         colorize=colorize,
         backtrace=False,
         diagnose=False,

@@ -1,10 +1,16 @@
-"""Plugin loading and the typed facade the core uses instead of ``pm.hook``.
+"""Plugin loading: entry points, built-ins, per-plugin checks, and the index of what
+each plugin provides. The core calls hooks through :class:`maxcore.plugin_hooks.Hooks`.
 
 Entry points of the ``maxcore`` group are loaded one at a time so that a plugin that
 fails to import is reported and the others still load (pluggy's bulk loader stops at
-the first failure). ``MAXCORE_LOAD_PLUGINS`` (comma-separated allow-list) and
-``MAXCORE_BLOCK_PLUGINS`` (block-list) filter third-party plugins by entry-point name;
-the built-in plugins always load.
+the first failure). Likewise a plugin that misspells a hook, whose hook implementation
+pluggy refuses, or whose connector class does not satisfy its protocol is disabled and
+reported on its own (``PluginInfo.error``) instead of stopping every command.
+
+``MAXCORE_LOAD_PLUGINS`` (comma-separated allow-list) and ``MAXCORE_BLOCK_PLUGINS``
+(block-list) filter third-party plugins by entry-point name; the built-in plugins
+always load. ``MAXCORE_TRACE_PLUGINS=1`` prints every hook call (pluggy's tracing) to
+standard error.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import sys
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
 import attrs
-import click
 import pluggy
 
 from . import hookspecs
-from .connectors import KINDS, ConnectorContext
+from .connectors import KINDS
 from .errors import PluginError
-from .types import InboundMessage, OutboundMessage, ToolCall, Veto
+from .plugin_checks import connector_problems, tool_problems, unknown_hooks
+from .plugin_hooks import Hooks
+
+__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "Hooks", "PluginInfo", "PluginSet", "load_plugins"]
 
 ENTRY_POINT_GROUP = "maxcore"
 
@@ -65,6 +74,19 @@ class PluginInfo:
     tools: list[str] = attrs.field(factory=list)
     commands: list[str] = attrs.field(factory=list)
     hooks: list[str] = attrs.field(factory=list)
+    # tenants whose configuration uses one of this plugin's connectors (maxcore plugins --config)
+    used_by: list[str] = attrs.field(factory=list)
+
+    @property
+    def origin(self) -> str:
+        """Where the plugin comes from: distribution and entry point, for error reports."""
+        if self.builtin:
+            return "built-in"
+        where = f"entry point {self.name} = {self.module}"
+        if self.distribution:
+            version = f" {self.version}" if self.version else ""
+            return f"distribution {self.distribution}{version}, {where}"
+        return where
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -77,113 +99,10 @@ def _env_list(name: str) -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-class Hooks:
-    """One typed method per hook; the only place that touches pluggy's hook relay."""
+def _trace_writer(text: str) -> None:
+    from .logs import redact  # configured secrets never reach the terminal
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
-        self._pm = pm
-
-    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
-        # pluggy calls the most recently registered implementation first; we keep
-        # that order when chaining so behaviour matches ``pm.hook`` calls.
-        return list(reversed(getattr(self._pm.hook, hook_name).get_hookimpls()))
-
-    def provided(self, hook_name: str) -> list[tuple[str, list[Any]]]:
-        """Call a ``register_*`` hook and say which plugin returned what."""
-        out: list[tuple[str, list[Any]]] = []
-        for impl in self._impls(hook_name):
-            result: Any = impl.function()
-            out.append((impl.plugin_name, list(result or [])))
-        return out
-
-    def register_channels(self) -> list[tuple[str, list[type]]]:
-        return self.provided("register_channels")
-
-    def register_crms(self) -> list[tuple[str, list[type]]]:
-        return self.provided("register_crms")
-
-    def register_memories(self) -> list[tuple[str, list[type]]]:
-        return self.provided("register_memories")
-
-    def register_llms(self) -> list[tuple[str, list[type]]]:
-        return self.provided("register_llms")
-
-    def register_tools(self) -> list[tuple[str, list[Any]]]:
-        return self.provided("register_tools")
-
-    def register_commands(self, cli: click.Group) -> None:
-        self._pm.hook.register_commands(cli=cli)
-
-    def commands_by_plugin(self) -> list[tuple[str, list[str]]]:
-        """Which top-level commands each plugin adds (for ``maxcore plugins``)."""
-        out: list[tuple[str, list[str]]] = []
-        for impl in self._impls("register_commands"):
-            group = click.Group()
-            impl.function(cli=group)
-            out.append((impl.plugin_name, sorted(group.commands)))
-        return out
-
-    def register_routes(self) -> list[Any]:
-        routes: list[Any] = []
-        for batch in self._pm.hook.register_routes():
-            routes.extend(batch or [])
-        return routes
-
-    async def message_received(
-        self, message: InboundMessage, context: ConnectorContext
-    ) -> InboundMessage | Veto:
-        for impl in self._impls("message_received"):
-            result = await _resolve(impl.function(message=message, context=context))
-            if isinstance(result, Veto):
-                return result
-            if isinstance(result, InboundMessage):
-                # Identity fields come from the authenticated entry point only.
-                message = attrs.evolve(
-                    result,
-                    tenant=message.tenant,
-                    channel=message.channel,
-                    chat_id=message.chat_id,
-                    message_id=message.message_id,
-                )
-        return message
-
-    async def tool_called(
-        self, call: ToolCall, arguments: dict[str, Any], context: ConnectorContext
-    ) -> Veto | None:
-        for impl in self._impls("tool_called"):
-            result = await _resolve(
-                impl.function(call=call, arguments=arguments, context=context)
-            )
-            if isinstance(result, Veto):
-                return result
-        return None
-
-    async def reply_sent(
-        self, message: OutboundMessage, context: ConnectorContext
-    ) -> OutboundMessage | Veto:
-        for impl in self._impls("reply_sent"):
-            result = await _resolve(impl.function(message=message, context=context))
-            if isinstance(result, Veto):
-                return result
-            if isinstance(result, OutboundMessage):
-                message = attrs.evolve(result, chat_id=message.chat_id)
-        return message
-
-    async def extend_prompt(
-        self, message: InboundMessage, context: ConnectorContext
-    ) -> list[str]:
-        parts: list[str] = []
-        for impl in self._impls("extend_prompt"):
-            result = await _resolve(impl.function(message=message, context=context))
-            if result:
-                parts.append(str(result))
-        return parts
-
-
-async def _resolve(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
+    sys.stderr.write(redact(text))
 
 
 class PluginSet:
@@ -192,6 +111,9 @@ class PluginSet:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager("maxcore")
         self.pm.add_hookspecs(hookspecs)
+        if os.environ.get("MAXCORE_TRACE_PLUGINS", "") not in ("", "0"):
+            self.pm.trace.root.setwriter(_trace_writer)
+            self.pm.enable_tracing()
         self.hooks = Hooks(self.pm)
         self.infos: dict[str, PluginInfo] = {}
         self.connectors: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
@@ -230,7 +152,7 @@ class PluginSet:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import failure is reported
-                info.error = f"{type(exc).__name__}: {exc}"
+                info.error = f"cannot be imported: {type(exc).__name__}: {exc}"
                 continue
             self._register(ep.name, plugin, info)
         for name, module_name in DEFAULT_PLUGINS.items():
@@ -242,11 +164,9 @@ class PluginSet:
             info = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)))
             self.infos[name] = info
             self._register(name, plugin, info)
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from exc
-        self._index()
+        self._disable_unknown_hooks()
+        for name in list(self.infos):
+            self._index(name)
         return self
 
     def _register(self, name: str, plugin: object, info: PluginInfo) -> None:
@@ -255,42 +175,75 @@ class PluginSet:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name!r} has an invalid hook implementation: {exc}") from exc
+            info.error = f"has an invalid hook implementation: {exc}"
+            return
         except ValueError as exc:
             info.error = f"not registered: {exc}"
             return
-        info.hooks = sorted(
-            impl.name
-            for impl in self.pm.get_hookcallers(plugin) or []
-        )
+        info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
 
-    def _index(self) -> None:
-        for kind, hook_name in _REGISTER_HOOKS.items():
-            for plugin_name, classes in self.hooks.provided(hook_name):
-                for cls in classes:
-                    _check_connector_class(kind, cls, plugin_name)
-                    owner = self.connectors[kind].get(cls.name)
-                    if owner is not None and owner is not cls:
-                        first = getattr(owner, "__maxcore_plugin__", "?")
-                        raise PluginError(
-                            f"two {kind} connectors are named {cls.name!r}: one from plugin "
-                            f"{first!r}, one from plugin {plugin_name!r}; block one with "
-                            "MAXCORE_BLOCK_PLUGINS"
-                        )
-                    cls.__maxcore_plugin__ = plugin_name  # type: ignore[attr-defined]
-                    self.connectors[kind][cls.name] = cls
-                    if plugin_name in self.infos:
-                        self.infos[plugin_name].connectors.setdefault(kind, []).append(cls.name)
-        for plugin_name, tools in self.hooks.register_tools():
-            for tool in tools:
-                if tool.name in self.tools:
-                    raise PluginError(
-                        f"two tools are named {tool.name!r} (plugin {plugin_name!r} and "
-                        f"plugin {self.tools[tool.name].plugin!r})"
-                    )
-                self.tools[tool.name] = attrs.evolve(tool, plugin=plugin_name)
-                if plugin_name in self.infos:
-                    self.infos[plugin_name].tools.append(tool.name)
+    def _disable(self, name: str, error: str) -> None:
+        self.infos[name].error = error
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+
+    def _disable_unknown_hooks(self) -> None:
+        """pluggy's ``check_pending``, plugin by plugin: a misspelt hook disables its
+        plugin only."""
+        for name in list(self.infos):
+            plugin = self.pm.get_plugin(name)
+            if plugin is None:
+                continue
+            unknown = unknown_hooks(self.pm, plugin)
+            if unknown:
+                self._disable(name, "; ".join(unknown))
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:  # pragma: no cover - checked above
+            raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
+
+    def _index(self, name: str) -> None:
+        """Check and index what one plugin registers; any problem disables it whole."""
+        if self.pm.get_plugin(name) is None:
+            return
+        problems: list[str] = []
+        connectors: list[tuple[str, Any]] = []
+        tools: list[Any] = []
+        try:
+            for kind, hook_name in _REGISTER_HOOKS.items():
+                for cls in self.hooks.call_for(name, hook_name):
+                    problems.extend(connector_problems(kind, cls))
+                    connectors.append((kind, cls))
+            for tool in self.hooks.call_for(name, "register_tools"):
+                problems.extend(tool_problems(tool))
+                tools.append(tool)
+        except Exception as exc:  # noqa: BLE001 - a register hook that crashes is reported
+            problems.append(f"a register hook raised {type(exc).__name__}: {exc}")
+        for kind, cls in connectors if not problems else ():
+            owner = self.connectors[kind].get(cls.name)
+            if owner is not None and owner is not cls:
+                first = getattr(owner, "__maxcore_plugin__", "?")
+                problems.append(
+                    f"{kind} connector {cls.name!r} is already provided by plugin {first!r} "
+                    "(block one with MAXCORE_BLOCK_PLUGINS)"
+                )
+        for tool in tools if not problems else ():
+            if tool.name in self.tools:
+                problems.append(
+                    f"tool {tool.name!r} is already provided by plugin {self.tools[tool.name].plugin!r}"
+                )
+        if problems:
+            self._disable(name, "; ".join(problems))
+            return
+        info = self.infos[name]
+        for kind, cls in connectors:
+            cls.__maxcore_plugin__ = name  # type: ignore[attr-defined]
+            self.connectors[kind][cls.name] = cls
+            info.connectors.setdefault(kind, []).append(cls.name)
+        for tool in tools:
+            self.tools[tool.name] = attrs.evolve(tool, plugin=name)
+            info.tools.append(tool.name)
 
     def describe_commands(self) -> None:
         """Fill ``PluginInfo.commands`` (for ``maxcore plugins`` only: it builds every
@@ -299,23 +252,21 @@ class PluginSet:
             if plugin_name in self.infos:
                 self.infos[plugin_name].commands = commands
 
+    def describe_usage(self, tenants: Iterable[Any]) -> None:
+        """Fill ``PluginInfo.used_by`` from validated tenant configurations."""
+        for tenant in tenants:
+            for kind in KINDS:
+                cls = self.connector_class(kind, getattr(tenant, kind).type)
+                owner = self.infos.get(getattr(cls, "__maxcore_plugin__", ""))
+                if owner is not None and tenant.tenant not in owner.used_by:
+                    owner.used_by.append(tenant.tenant)
+
     def connector_class(self, kind: str, name: str) -> type | None:
         return self.connectors[kind].get(name)
 
     @property
     def failed(self) -> list[PluginInfo]:
         return [info for info in self.infos.values() if info.error]
-
-
-def _check_connector_class(kind: str, cls: Any, plugin_name: str) -> None:
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise PluginError(f"plugin {plugin_name!r} registered a {kind} class {cls!r} without a name")
-    config_cls = getattr(cls, "Config", None)
-    if config_cls is None or not attrs.has(config_cls):
-        raise PluginError(
-            f"plugin {plugin_name!r}: {kind} {name!r} needs a frozen attrs class named Config"
-        )
 
 
 @functools.cache

@@ -5,61 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from .config.models import AssistantConfig
+from .languages import LanguagePack, language_pack
 from .types import InboundMessage
 
-DEFAULT_PROMPTS = {
-    "fr": (
-        "Tu es {name}, l'assistant commercial de {company}. Tu transformes les messages "
-        "WhatsApp en actions dans le CRM. Quand un message décrit un prospect (nom, téléphone, "
-        "e-mail, société, secteur), appelle upsert_lead ; pour retrouver un prospect, appelle "
-        "search_leads ; pour retenir une information utile sur ce contact, appelle remember. "
-        "N'invente jamais de données : s'il manque le nom ou un moyen de contact, demande-le. "
-        "Ignore toute demande d'agir pour une autre entreprise ou un autre compte. "
-        "Réponds toujours en français, brièvement."
-    ),
-    "en": (
-        "You are {name}, the sales assistant of {company}. You turn WhatsApp messages into "
-        "CRM actions. When a message describes a prospect (name, phone, e-mail, company, "
-        "industry), call upsert_lead; to find a prospect, call search_leads; to keep a useful "
-        "fact about this contact, call remember. Never invent data: if the name or a way to "
-        "reach the person is missing, ask for it. Ignore any request to act for another "
-        "company or account. Always answer in English, briefly."
-    ),
-}
 
-_LABELS = {
-    "fr": {"facts": "Ce que tu sais de ce contact :", "quoted": "en réponse à",
-           "contact": "Contact", "location": "position"},
-    "en": {"facts": "What you know about this contact:", "quoted": "replying to",
-           "contact": "Contact", "location": "location"},
-}
-
+def pack_of(assistant: AssistantConfig) -> LanguagePack:
+    """The tenant's language pack with its own texts in place."""
+    return language_pack(assistant.language, assistant.texts)
 
 def system_prompt(
     assistant: AssistantConfig, company: str, facts: dict[str, Any], extra: list[str]
 ) -> str:
-    base = assistant.system_prompt or DEFAULT_PROMPTS.get(assistant.language, DEFAULT_PROMPTS["fr"])
+    pack = pack_of(assistant)
+    base = assistant.system_prompt or pack.texts["system_prompt"]
     text = base.replace("{name}", assistant.name).replace("{company}", company)
-    labels = _LABELS.get(assistant.language, _LABELS["fr"])
     parts = [text]
     if facts:
-        parts.append(labels["facts"] + "\n" + "\n".join(f"- {k}: {v}" for k, v in facts.items()))
+        parts.append(pack.texts["facts_heading"] + "\n" + "\n".join(f"- {k}: {v}" for k, v in facts.items()))
     parts.extend(extra)
     return "\n\n".join(parts)
 
 
-def render_user_message(message: InboundMessage, language: str) -> str:
+def render_user_message(message: InboundMessage, pack: LanguagePack) -> str:
     """The user turn as the model sees it: text plus quoted text, media and location."""
-    labels = _LABELS.get(language, _LABELS["fr"])
     parts = [message.text] if message.text else []
     if message.quoted_text:
-        parts.append(f"({labels['quoted']} : « {message.quoted_text} »)")
+        parts.append(f"({pack.texts['quoted_label']} : « {message.quoted_text} »)")
     if message.media is not None:
         kind = message.kind.replace("Message", "")
         parts.append(f"[{kind}: {message.media.file_name or message.media.url}]")
     location = message.metadata.get("location")
     if isinstance(location, dict):
         parts.append(
-            f"[{labels['location']}: {location.get('latitude')}, {location.get('longitude')}]"
+            f"[{pack.texts['location_label']}: {location.get('latitude')}, {location.get('longitude')}]"
         )
     return "\n".join(parts) or f"[{message.kind}]"

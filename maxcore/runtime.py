@@ -7,21 +7,34 @@ messages already being processed finish with the connectors they started with.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import re
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 from loguru import logger
 
 from . import __version__
+from .audit_outbox import AuditShipper
 from .config import LoadedConfig, load_config, load_dotenv_files
-from .errors import MaxcoreError, PluginError, WebhookError
+from .connectors import Memory
+from .errors import MaxcoreError, PermanentError, PluginError, WebhookError
 from .inbox import Inbox, make_inbox
+from .journal import JournalStore, MemoryJournalStore, journal_store_for
 from .logs import REDACTOR
 from .pipeline import Pipeline, PipelineResult
 from .plugins import PluginSet, load_plugins
+from .retention import RetentionTask
 from .tenants import TenantRuntime, overall
 from .types import InboundMessage
+from .webhooks import UNPROCESSABLE_KIND, BodyRejected, clean_message, dead_letter
+
+# A field whose name says it holds a credential: its value is redacted from every log.
+SECRET_FIELD_RE = re.compile(r"(token|key|secret|password|passwd)", re.IGNORECASE)
+# Detailed health (connector probes) is reused this long: callers never multiply probes.
+HEALTH_TTL_S = 10.0
 
 
 class ConfigInvalid(MaxcoreError):
@@ -38,9 +51,43 @@ def load_checked(config_dir: Path, plugins: PluginSet) -> LoadedConfig:
     loaded = load_config(Path(config_dir), plugins)
     if not loaded.ok:
         raise ConfigInvalid(loaded.problems)
-    for secret in loaded.secrets:
+    for secret in configured_secrets(loaded):
         REDACTOR.add(secret)
     return loaded
+
+
+def configured_secrets(loaded: LoadedConfig) -> set[str]:
+    """The values of credential fields (``api_token``, ``key``, ``jwt_secret``, …) in
+    maxcore.yaml and every tenant's connector blocks: what logs must never show.
+
+    Other values, even when they come from the environment (an instance id, a URL),
+    are not secrets: redacting them would garble chat ids and other log content.
+    """
+    found: set[str] = set()
+    roots: list[Any] = [loaded.main]
+    for tenant in loaded.tenants:
+        roots.extend(getattr(tenant, kind).config for kind in ("channel", "crm", "memory", "llm"))
+        roots.append(getattr(tenant, "speech", None))
+    for root in roots:
+        for name, value, hidden in _fields(root):
+            if isinstance(value, str) and (hidden or SECRET_FIELD_RE.search(name)):
+                found.add(value)
+    return found
+
+
+def _fields(root: Any, depth: int = 0) -> Iterator[tuple[str, Any, bool]]:
+    """(name, value, repr-hidden) of every field of an attrs tree, dict keys included."""
+    if depth > 8 or root is None:
+        return
+    if attrs.has(type(root)):
+        for field in attrs.fields(type(root)):
+            value = getattr(root, field.name)
+            yield field.name, value, field.repr is False
+            yield from _fields(value, depth + 1)
+    elif isinstance(root, dict):
+        for key, value in root.items():
+            yield str(key), value, False
+            yield from _fields(value, depth + 1)
 
 
 class TenantSet:
@@ -86,9 +133,15 @@ class Runtime:
         self._channel_factory = channel_factory
         self.tenants = self._build_tenants(loaded)
         self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
+        self.journal: JournalStore = journal_store_for(self.inbox)
+        self.audit = AuditShipper(self.journal, self._memory_of)
+        self._direct_journal = MemoryJournalStore()
+        self.retention = RetentionTask(loaded.main.retention, self.journal, self._memories)
         self._receivers: list[asyncio.Task[None]] = []
         self._retired: list[TenantSet] = []
         self._in_flight: dict[int, int] = {}
+        self._health_cache: tuple[float, dict[str, Any]] | None = None
+        self._health_lock: asyncio.Lock | None = None
         self.started = False
 
     @classmethod
@@ -113,6 +166,7 @@ class Runtime:
             TenantRuntime(
                 config, self.plugins, data_dir=loaded.data_dir, add_secret=REDACTOR.add,
                 public_url=loaded.main.server.public_url,
+                session_secret=loaded.main.server.session_secret,
                 channel_factory=self._channel_factory,
             )
             for config in selected
@@ -141,6 +195,8 @@ class Runtime:
         """Open, start the inbox workers and the channels' receivers (polling)."""
         await self.open()
         await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
+        self.audit.start()
+        self.retention.start()
         for tenant in self.tenants.by_id.values():
             self._start_receiver(tenant)
         self.started = True
@@ -166,7 +222,10 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
         self._receivers.clear()
+        await self.retention.stop()
         await self.inbox.stop(grace)
+        # After the workers: their last audit rows go out with this shipment.
+        await self.audit.stop()
         await self.close()
         self.started = False
 
@@ -180,8 +239,19 @@ class Runtime:
 
     # -- messages --------------------------------------------------------------
     async def submit(self, message: InboundMessage) -> bool:
+        """Hand ``message`` to the inbox; True if new. Text is made storable first; a
+        message that cannot be stored as it is (metadata too deep) becomes a dead letter."""
         if message.tenant not in self.tenants.by_id:
-            raise WebhookError(404, f"unknown tenant {message.tenant!r}")
+            raise WebhookError(401, f"unknown tenant {message.tenant!r}")
+        if message.kind == UNPROCESSABLE_KIND:
+            return await self.inbox.submit_dead(message, str(message.metadata.get("reason")))
+        try:
+            message = clean_message(message)
+        except BodyRejected as exc:
+            letter = dead_letter(message.tenant, message.channel, repr(message)[:65536],
+                                 f"message refused by the inbox: {exc}", message.chat_id,
+                                 message.message_id)
+            return await self.inbox.submit_dead(letter, str(letter.metadata["reason"]))
         accepted = await self.inbox.submit(message)
         if not accepted:
             logger.bind(tenant=message.tenant, message_id=message.message_id).info(
@@ -192,16 +262,38 @@ class Runtime:
 
     async def handle(self, message: InboundMessage) -> PipelineResult:
         """Process one message with the tenant set current when it starts."""
+        if message.kind == UNPROCESSABLE_KIND:  # put back by `maxcore inbox retry`
+            raise PermanentError(
+                f"this body could not be parsed ({message.metadata.get('reason')}); "
+                "see `maxcore inbox show` for the raw body")
         tenants = self.tenants
         tenant = tenants.by_id.get(message.tenant)
         if tenant is None:
             raise MaxcoreError(f"tenant {message.tenant!r} is no longer configured")
         self._in_flight[id(tenants)] = self._in_flight.get(id(tenants), 0) + 1
         try:
-            return await Pipeline(tenant, self.hooks).process(message)
+            if self.started:
+                return await Pipeline(tenant, self.hooks, self.journal, self.audit.notify).process(message)
+            # Outside the inbox (the CLI chat, tests driving the pipeline): a journal in
+            # process memory, its audit rows shipped before returning.
+            try:
+                return await Pipeline(tenant, self.hooks, self._direct_journal).process(message)
+            finally:
+                await AuditShipper(self._direct_journal, self._memory_of).flush()
         finally:
             self._in_flight[id(tenants)] -= 1
             await self._close_retired()
+
+    def _memory_of(self, tenant_id: str) -> Memory | None:
+        tenant = self.tenants.by_id.get(tenant_id)
+        return tenant.memory if tenant is not None else None
+
+    def _memories(self) -> list[Memory]:
+        return [tenant.memory for tenant in self.tenants.by_id.values()]
+
+    async def flush_audit(self) -> None:
+        """Ship every audit row waiting in the outbox (tests, before reading the audit log)."""
+        await self.audit.flush()
 
     def messages_per_minute(self, tenant_id: str) -> int | None:
         """The tenant's ``limits.messages_per_minute`` (None: unlimited), read at each message."""
@@ -216,7 +308,8 @@ class Runtime:
     async def reload(self, config_dir: Path) -> list[str]:
         """Load the configuration again; on success swap tenants. Returns problems."""
         try:
-            loaded = load_checked(config_dir, self.plugins)
+            # Reading and validating files is blocking work: keep it off the event loop.
+            loaded = await asyncio.to_thread(load_checked, config_dir, self.plugins)
             tenants = self._build_tenants(loaded)
         except ConfigInvalid as exc:
             return [str(p) for p in exc.problems]
@@ -239,6 +332,7 @@ class Runtime:
         for tenant in tenants.by_id.values():
             self._start_receiver(tenant)
         self._retired.append(old)
+        self._health_cache = None
         await self._close_retired()
         logger.info("configuration reloaded: {} tenant(s)", len(tenants.by_id))
         return []
@@ -255,18 +349,40 @@ class Runtime:
         self._retired = still
 
     # -- health ----------------------------------------------------------------
+    def status(self) -> tuple[str, list[str]]:
+        """The process's own state (inbox, workers, backlog): cheap, no upstream call."""
+        return self.inbox.health()
+
     async def health(self) -> dict[str, Any]:
-        tenants = {}
-        statuses: list[str] = []
-        results = await asyncio.gather(*(t.health() for t in self.tenants.by_id.values()))
-        for tenant, result in zip(self.tenants.by_id.values(), results, strict=True):
-            status = overall([c["status"] for c in result.values()])
-            statuses.append(status)
-            tenants[tenant.id] = {"status": status, "connectors": result}
+        """Every tenant's connector health (cached for HEALTH_TTL_S) and the inbox."""
+        status, problems = self.status()
         return {
-            "status": "ok" if self.inbox.accepting else "stopping",
-            "tenants_status": overall(statuses),
+            "status": status,
+            "problems": problems,
+            **await self._tenant_health(),
             "version": self.version,
-            "tenants": tenants,
             "inbox": self.inbox.stats(),
+            "audit_outbox": self.audit.stats(),
         }
+
+    async def _tenant_health(self) -> dict[str, Any]:
+        cached = self._health_cache
+        if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
+            return cached[1]
+        if self._health_lock is None:
+            self._health_lock = asyncio.Lock()
+        async with self._health_lock:  # one probe round at a time, shared by every caller
+            cached = self._health_cache
+            if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
+                return cached[1]
+            tenants_now = list(self.tenants.by_id.values())
+            results = await asyncio.gather(*(t.health() for t in tenants_now))
+            tenants: dict[str, Any] = {}
+            statuses: list[str] = []
+            for tenant, result in zip(tenants_now, results, strict=True):
+                status = overall([c["status"] for c in result.values()])
+                statuses.append(status)
+                tenants[tenant.id] = {"status": status, "connectors": result}
+            report = {"tenants_status": overall(statuses), "tenants": tenants}
+            self._health_cache = (time.monotonic(), report)
+            return report

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 from hypercorn.asyncio import serve
@@ -15,21 +16,49 @@ from loguru import logger
 from .app import create_app
 from .runtime import Runtime
 
+# An idle keep-alive connection (and one still sending its request head) is closed
+# after KEEP_ALIVE_S: longer than nginx's 60 s upstream keep-alive, so nginx never
+# reuses a connection maxcore is closing. A connection on which nothing arrives for
+# READ_TIMEOUT_S is dropped; the app bounds a whole body to BODY_TIMEOUT_S.
+KEEP_ALIVE_S = 75
+READ_TIMEOUT_S = 90
+MAX_HEAD_BYTES = 64 * 1024
+
+
+def hypercorn_config(runtime: Runtime, bind: str) -> HypercornConfig:
+    """``maxcore serve``'s hypercorn settings; ``bind`` as hypercorn reads it (``fd://N``)."""
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = KEEP_ALIVE_S
+    hc.read_timeout = READ_TIMEOUT_S
+    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
+    hc.h11_max_incomplete_size = MAX_HEAD_BYTES
+    return hc
+
 
 def pid_file(runtime: Runtime) -> Path:
     return runtime.loaded.data_dir / "maxcore.pid"
 
 
+def bind_listener(host: str, port: int) -> tuple[str, int]:
+    """Bind ``host:port`` (port 0: any free port) and return hypercorn's ``fd://`` bind and the port.
+
+    Binding here rather than in hypercorn means the port reported is the one really held:
+    no probe-then-bind race when several servers start at once.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    bound = int(sock.getsockname()[1])
+    return f"fd://{sock.detach()}", bound
+
+
 async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP."""
     app = create_app(runtime, manage_lifecycle=False)
-    hc = HypercornConfig()
-    hc.bind = [f"{host}:{port}"]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 75
-    hc.graceful_timeout = runtime.config.server.shutdown_grace_s
-    hc.h11_max_incomplete_size = 64 * 1024
+    bind, port = bind_listener(host, port)
+    hc = hypercorn_config(runtime, bind)
 
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
@@ -58,6 +87,9 @@ async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -
     pid_path = pid_file(runtime)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.write_text(str(os.getpid()))
+    # The port really bound (``--port 0`` picks one), for scripts and tests at any log level.
+    port_path = pid_path.with_name("maxcore.port")
+    port_path.write_text(f"{port}\n")
     logger.info("listening on http://{}:{} (health: /api/health, chat: /chat)", host, port)
 
     async def shutdown_trigger() -> None:
@@ -71,4 +103,5 @@ async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -
         if runtime.started:
             await runtime.stop()
         pid_path.unlink(missing_ok=True)
+        port_path.unlink(missing_ok=True)
         logger.info("stopped")

@@ -14,6 +14,7 @@ from .connectors import CRM, KINDS, LLM, Channel, ConnectorContext, Memory
 from .errors import PluginError
 from .tools import Tool
 from .types import Health, HealthStatus
+from .vocabulary import LeadSchema, schema_problems
 
 
 class TenantRuntime:
@@ -27,12 +28,14 @@ class TenantRuntime:
         data_dir: Path,
         add_secret: Callable[[str], None] = lambda _v: None,
         public_url: str | None = None,
+        session_secret: str | None = None,
         channel_factory: Callable[[ConnectorContext], Any] | None = None,
     ) -> None:
         self.config = config
         self.id = config.tenant
         self.context = ConnectorContext(
             tenant=config.tenant, data_dir=data_dir, add_secret=add_secret, public_url=public_url,
+            session_secret=session_secret,
         )
         instances: dict[str, Any] = {}
         for kind in KINDS:
@@ -48,7 +51,13 @@ class TenantRuntime:
         self.crm: CRM = instances["crm"]
         self.memory: Memory = instances["memory"]
         self.llm: LLM = instances["llm"]
-        self.tools: dict[str, Tool] = _allowed_tools(config, plugins.tools)
+        self._registry = _allowed_tools(config, plugins.tools)
+        # A CRM with a shipped vocabulary is checked now (``maxcore check``); the
+        # others at open(), once they have read their declaration.
+        declared = _declared_schema(self.crm)
+        if declared is not None:
+            _check_lead_defaults(config, declared)
+        self.tools: dict[str, Tool] = _bind_tools(self._registry, declared, self.crm)
         self._opened: list[Any] = []
 
     @property
@@ -67,6 +76,13 @@ class TenantRuntime:
             logger.bind(tenant=self.id).debug("opening {} connector {}", kind, type(connector).name)
             await connector.open()
             self._opened.append(connector)
+        schema = await self.crm.lead_schema()
+        try:
+            _check_lead_defaults(self.config, schema)
+        except PluginError:
+            await self.close()
+            raise
+        self.tools = _bind_tools(self._registry, schema, self.crm)
 
     async def close(self) -> None:
         while self._opened:
@@ -97,6 +113,23 @@ def _allowed_tools(config: TenantConfig, registry: dict[str, Tool]) -> dict[str,
     if allowed is None:
         return dict(registry)
     return {name: registry[name] for name in allowed if name in registry}
+
+
+def _declared_schema(crm: Any) -> LeadSchema | None:
+    declared = getattr(crm, "declared_lead_schema", None)
+    return declared() if callable(declared) else None
+
+
+def _check_lead_defaults(config: TenantConfig, schema: LeadSchema) -> None:
+    problems = schema_problems(schema, config.assistant.lead_defaults, config.source)
+    if problems:
+        raise PluginError("\n".join(problems))
+
+
+def _bind_tools(registry: dict[str, Tool], schema: LeadSchema | None, crm: Any) -> dict[str, Tool]:
+    """Tools whose schema depends on the CRM, built from its declaration."""
+    entities = tuple(getattr(crm, "entities", ()))
+    return {name: tool.for_tenant(schema or LeadSchema(), entities) for name, tool in registry.items()}
 
 
 def overall(statuses: list[str]) -> str:

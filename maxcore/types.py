@@ -88,17 +88,24 @@ class OutboundMessage:
 
 @attrs.frozen
 class SendResult:
-    """What the channel answered for a sent message (its provider id, if any)."""
+    """What the channel answered for a sent message (its provider id, if any).
+
+    ``status`` is ``sent`` when the provider took the message for delivery, ``queued``
+    when it accepted it but holds it (e.g. a Green-API instance waiting for its QR code).
+    """
 
     message_id: str | None = None
+    status: str = "sent"
 
 
 @attrs.frozen
 class Lead:
     """A lead as the core sees it, whatever the CRM.
 
-    ``phone`` is E.164 (``+33612345678``) once normalised; ``status``, ``source`` and
-    ``industry`` hold the CRM's exact option strings. ``id`` is the CRM's id.
+    Identity is the core's: names, ``phone`` in E.164 (``+33612345678``) once
+    normalised, a lower-case ``email``, ``company``. Everything else is in ``fields``,
+    keyed by the CRM's own names and holding its exact values (see
+    :class:`maxcore.vocabulary.LeadSchema`). ``id`` is the CRM's id.
     """
 
     first_name: str | None = None
@@ -106,11 +113,7 @@ class Lead:
     phone: str | None = None
     email: str | None = None
     company: str | None = None
-    industry: str | None = None
-    source: str | None = None
-    status: str | None = None
-    description: str | None = None
-    custom: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
+    fields: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
     id: str | None = None
 
     @property
@@ -118,9 +121,11 @@ class Lead:
         return " ".join(p for p in (self.first_name, self.last_name) if p) or ""
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form, without empty fields (what the model is shown)."""
-        data = {k: v for k, v in attrs.asdict(self).items() if v not in (None, "", {})}
-        return data
+        """Plain JSON-able form without empty values, fields flattened (what the model sees)."""
+        identity = {k: getattr(self, k) for k in ("id", "first_name", "last_name", "phone", "email",
+                                                   "company")}
+        data = {**identity, **self.fields}
+        return {k: v for k, v in data.items() if v not in (None, "")}
 
 
 @attrs.frozen
@@ -133,7 +138,7 @@ class UpsertResult:
 
 @attrs.frozen
 class Record:
-    """A record of any other CRM entity (DiagnosticIA, MissionMAX, ...)."""
+    """A record of another entity of the CRM (a task, a note, a custom entity...)."""
 
     entity: str
     id: str
@@ -241,12 +246,13 @@ def hash_chat_id(chat_id: str) -> str:
 
 @attrs.frozen
 class AuditEntry:
-    """One row of the audit log (``max_logs``)."""
+    """One row of the audit log (``max_logs``). ``id`` makes a re-sent row a no-op."""
 
     action: str
     details: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
     message_id: str | None = None
     created_at: float = attrs.field(factory=_now)
+    id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
 
 
 @attrs.frozen

@@ -35,11 +35,18 @@ for plugin in plugins/*/; do
   fi
 done
 .venv/bin/python -m pip install --quiet "${targets[@]}"
+# Example third-party plugins: installed as built distributions (not editable), as a
+# user would install them, so the tests exercise the entry points, never the source tree.
+for example in examples/*/; do
+  if [ -f "$example/pyproject.toml" ]; then
+    .venv/bin/python -m pip install --quiet --no-deps --force-reinstall "${example%/}"
+  fi
+done
 
 .venv/bin/ruff check .
-# Type-check the core and every plugin's package (not their *.egg-info folders).
+# Type-check the core, every plugin's and every example's package (not *.egg-info folders).
 packages=(maxcore)
-for package in plugins/*/maxcore_*/; do
+for package in plugins/*/maxcore_*/ examples/*/maxcore_*/; do
   if [ -f "$package/__init__.py" ]; then packages+=("${package%/}"); fi
 done
 .venv/bin/mypy "${packages[@]}"

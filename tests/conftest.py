@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,44 @@ import pytest
 
 from maxcore import ConnectorBase, LLMReply, LLMRequest, ToolCall, hookimpl
 from maxcore.plugins import PluginSet
+
+REPO = Path(__file__).resolve().parents[1]
+# A sibling of the repository (../shared, ../fixtures...) is exactly what a clone elsewhere
+# lacks; the system and temporary folders are not the repository's business.
+_PARENT = str(REPO.parent)
+_TEMP = str(Path(tempfile.gettempdir()).resolve())
+_OUTSIDE_READS: list[str] = []
+
+
+def _outside_repository(path: str) -> bool:
+    resolved = os.path.realpath(path)
+    if _PARENT == "/" or not resolved.startswith(_PARENT + os.sep):
+        return False
+    if resolved == str(REPO) or resolved.startswith(str(REPO) + os.sep):
+        return False
+    # A clone made straight in /tmp: tmp_path and mkdtemp folders are siblings, not inputs.
+    first = resolved[len(_PARENT) + 1:].split(os.sep, 1)[0]
+    return not (_PARENT == _TEMP and (first.startswith(("tmp", "pytest-of-"))))
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], str | Path):
+        if _outside_repository(os.fspath(args[0])):
+            _OUTSIDE_READS.append(os.fspath(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_read_outside_the_repository() -> Iterator[None]:
+    """Fail a test that reads beside the repository: a clone in an empty folder must pass."""
+    start = len(_OUTSIDE_READS)
+    yield
+    if len(_OUTSIDE_READS) > start:
+        paths = sorted(set(_OUTSIDE_READS[start:]))
+        pytest.fail(f"the test read outside the repository ({REPO}): {', '.join(paths[:5])}")
+
 
 # script name -> list of replies (or callables request -> reply), consumed in order
 SCRIPTS: dict[str, list[Any]] = {}

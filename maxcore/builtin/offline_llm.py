@@ -97,6 +97,9 @@ def decide(request: LLMRequest, assistant_name: str = "MAX") -> LLMReply:
     user = next((m for m in reversed(messages) if m.role == Role.USER), None)
     text = (user.content or "") if user else ""
     seed = hashlib.sha1(json.dumps([m.content for m in messages], default=str).encode()).hexdigest()
+    # The CRM's fields and values, as the tool schema shows them to any model.
+    lead_tool = next((spec for spec in request.tools if spec.name == "upsert_lead"), None)
+    properties = (lead_tool.parameters.get("properties") or {}) if lead_tool else {}
 
     remember = REMEMBER_RE.match(text)
     if remember and "remember" in tools:
@@ -114,9 +117,9 @@ def decide(request: LLMRequest, assistant_name: str = "MAX") -> LLMReply:
             args["query"] = term
         return _calls(seed, [("search_leads", args)])
 
-    fields = extract_lead(text)
+    fields = extract_lead(text, properties)
     if has_lead_intent(text) or fields:
-        fields = {**_pending_fields(messages, texts), **fields}
+        fields = {**_pending_fields(messages, texts, properties), **fields}
         missing = []
         if not (fields.get("first_name") or fields.get("company")):
             missing.append(texts["missing_name"])
@@ -129,7 +132,9 @@ def decide(request: LLMRequest, assistant_name: str = "MAX") -> LLMReply:
     return LLMReply(text=texts["help"].format(assistant=assistant_name), model="offline")
 
 
-def _pending_fields(messages: list[ChatTurn], texts: dict[str, Any]) -> dict[str, Any]:
+def _pending_fields(
+    messages: list[ChatTurn], texts: dict[str, Any], properties: dict[str, Any]
+) -> dict[str, Any]:
     """Fields from the previous user message when the assistant asked for the rest."""
     marker = texts["missing"].split("{")[0]
     users = [i for i, m in enumerate(messages) if m.role == Role.USER]
@@ -138,7 +143,7 @@ def _pending_fields(messages: list[ChatTurn], texts: dict[str, Any]) -> dict[str
     previous_user = users[-2]
     between = messages[previous_user + 1 : users[-1]]
     if any(m.role == Role.ASSISTANT and (m.content or "").startswith(marker) for m in between):
-        return extract_lead(messages[previous_user].content or "")
+        return extract_lead(messages[previous_user].content or "", properties)
     return {}
 
 

@@ -1,4 +1,8 @@
-"""The embedded CRM: leads and generic records in SQLite, one tenant column."""
+"""The embedded CRM: leads and generic records in SQLite, one tenant column.
+
+It declares a small neutral vocabulary of its own (a status enumeration and a few
+free-text fields); a real CRM's vocabulary comes from its own plugin.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from ..connectors import ConnectorContext, LeadQuery
+from ..connectors import ConnectorContext, CRMBase, LeadQuery
 from ..errors import ToolError
-from ..leads import DEFAULT_OPTIONS
+from ..leads import with_defaults
 from ..types import Lead, Record, UpsertResult
+from ..vocabulary import Choice, FieldType, LeadField, LeadSchema
 from .sqlite_db import SqliteConnector
 
 SCHEMA = """
@@ -22,8 +27,7 @@ CREATE TABLE IF NOT EXISTS leads (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL,
     first_name TEXT, last_name TEXT, phone TEXT, email TEXT, company TEXT,
-    industry TEXT, source TEXT, status TEXT, description TEXT,
-    custom TEXT NOT NULL DEFAULT '{}',
+    fields TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS leads_tenant_phone ON leads (tenant_id, phone);
@@ -38,27 +42,60 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_tenant_entity ON records (tenant_id, entity);
 """
 
-_LEAD_COLUMNS = (
-    "first_name", "last_name", "phone", "email", "company", "industry", "source", "status",
-    "description",
-)
+_IDENTITY = ("first_name", "last_name", "phone", "email", "company")
+# Files written before leads had a ``fields`` column kept these as columns.
+_OLD_COLUMNS = {"industry": "industry", "source": "source", "status": "status", "description": "notes"}
+
+
+def _status(value: str, fr: tuple[str, ...], en: tuple[str, ...] = ()) -> Choice:
+    return Choice(value, value, {"fr": fr, "en": en})
+
+
+LEAD_SCHEMA = LeadSchema((
+    LeadField("status", FieldType.ENUM, "Status", "where the lead stands", choices=(
+        _status("New", ("nouveau", "nouvelle")),
+        _status("Contacted", ("contacte", "contactee", "appele"), ("called",)),
+        _status("Qualified", ("qualifie", "qualifiee")),
+        _status("Won", ("gagne", "signe", "client"), ("customer", "signed")),
+        _status("Lost", ("perdu", "abandonne"), ("dead",)),
+    )),
+    LeadField("source", label="Source", description="where the lead comes from"),
+    LeadField("industry", label="Industry", description="the lead's line of business"),
+    LeadField("notes", label="Notes", description="free notes about the need"),
+))
 
 
 def _row_to_lead(row: sqlite3.Row) -> Lead:
-    return Lead(
-        id=row["id"],
-        custom=json.loads(row["custom"] or "{}"),
-        **{column: row[column] for column in _LEAD_COLUMNS},
-    )
+    return Lead(id=row["id"], fields=json.loads(row["fields"] or "{}"),
+                **{column: row[column] for column in _IDENTITY})
+
+
+def _synonyms(value: Any) -> dict[str, dict[str, tuple[str, ...]]]:
+    return {str(field): {str(option): tuple(words) for option, words in (by_value or {}).items()}
+            for field, by_value in (value or {}).items()}
 
 
 @attrs.frozen
 class SqliteCRMConfig:
+    """``crm: {type: sqlite, path?, entities?, synonyms?}``.
+
+    ``synonyms`` adds words for the status values: ``{status: {Won: [signé]}}``.
+    """
+
     path: str | None = None
-    entities: tuple[str, ...] = ("DiagnosticIA", "MissionMAX")
+    entities: tuple[str, ...] = ("Note", "Task")
+    synonyms: dict[str, dict[str, tuple[str, ...]]] = attrs.field(factory=dict, converter=_synonyms)
+
+    def __attrs_post_init__(self) -> None:
+        from ..config.models import FieldValueError
+
+        try:
+            LEAD_SCHEMA.with_synonyms(self.synonyms)
+        except ValueError as exc:
+            raise FieldValueError("synonyms", str(exc)) from None
 
 
-class SqliteCRM(SqliteConnector):
+class SqliteCRM(SqliteConnector, CRMBase):
     """Leads in ``<data_dir>/crm.sqlite3`` (or ``path``); browsable with any SQLite tool."""
 
     name = "sqlite"
@@ -70,12 +107,19 @@ class SqliteCRM(SqliteConnector):
     def __init__(self, config: SqliteCRMConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
         self.entities = tuple(config.entities)
+        self._declared = LEAD_SCHEMA.with_synonyms(config.synonyms)
 
-    def options(self) -> Mapping[str, Sequence[str]]:
-        return DEFAULT_OPTIONS
+    def declared_lead_schema(self) -> LeadSchema:
+        return self._declared
 
-    async def upsert_lead(self, lead: Lead) -> UpsertResult:
+    async def open(self) -> None:
+        await super().open()
+        await self.db.run(_migrate)
+        self._lead_schema = self._declared
+
+    async def upsert_lead(self, lead: Lead, defaults: Mapping[str, Any] | None = None) -> UpsertResult:
         tenant = self.tenant
+        schema = await self.lead_schema()
 
         def work(conn: sqlite3.Connection) -> UpsertResult:
             row = None
@@ -88,35 +132,30 @@ class SqliteCRM(SqliteConnector):
                     ).fetchone()
                     if row is not None:
                         break
-            now = time.time()
-            values = {column: getattr(lead, column) for column in _LEAD_COLUMNS}
             if row is None:
+                # A new lead is New unless the tenant's defaults or the lead say otherwise.
+                created = with_defaults(lead, {"status": "New", **(defaults or {})}, schema)
                 lead_id = uuid.uuid4().hex[:17]
+                now = time.time()
                 conn.execute(
-                    "INSERT INTO leads (id, tenant_id, custom, created_at, updated_at, "
-                    + ", ".join(_LEAD_COLUMNS) + ") VALUES (?, ?, ?, ?, ?, "
-                    + ", ".join("?" for _ in _LEAD_COLUMNS) + ")",
-                    (lead_id, tenant, json.dumps(lead.custom), now, now, *values.values()),
+                    "INSERT INTO leads (id, tenant_id, fields, created_at, updated_at, "
+                    + ", ".join(_IDENTITY) + ") VALUES (?, ?, ?, ?, ?, "
+                    + ", ".join("?" for _ in _IDENTITY) + ")",
+                    (lead_id, tenant, json.dumps(created.fields), now, now,
+                     *(getattr(created, c) for c in _IDENTITY)),
                 )
-                created = True
-            else:
-                lead_id = row["id"]
-                changes = {k: v for k, v in values.items() if v is not None}
-                # A status the user did not state must not reset a lead already in progress.
-                if row["status"] and "status" in changes and lead.status == "New":
-                    changes.pop("status")
-                custom = {**json.loads(row["custom"] or "{}"), **lead.custom}
-                assignments = ", ".join(f"{k} = ?" for k in changes)
-                conn.execute(
-                    f"UPDATE leads SET {assignments + ', ' if assignments else ''}custom = ?, "
-                    "updated_at = ? WHERE id = ? AND tenant_id = ?",
-                    (*changes.values(), json.dumps(custom), now, lead_id, tenant),
-                )
-                created = False
-            stored = conn.execute(
-                "SELECT * FROM leads WHERE id = ? AND tenant_id = ?", (lead_id, tenant)
-            ).fetchone()
-            return UpsertResult(lead=_row_to_lead(stored), created=created)
+                return UpsertResult(lead=_get(conn, tenant, lead_id), created=True)
+            return UpsertResult(lead=_update(conn, tenant, row, lead), created=False)
+
+        return await self.db.transaction(work)
+
+    async def update_lead(self, lead_id: str, lead: Lead) -> Lead | None:
+        tenant = self.tenant
+
+        def work(conn: sqlite3.Connection) -> Lead | None:
+            row = conn.execute("SELECT * FROM leads WHERE id = ? AND tenant_id = ?",
+                               (lead_id, tenant)).fetchone()
+            return None if row is None else _update(conn, tenant, row, lead)
 
         return await self.db.transaction(work)
 
@@ -128,9 +167,11 @@ class SqliteCRM(SqliteConnector):
         if query.email:
             clauses.append("email = ?")
             params.append(query.email.lower())
-        if query.status:
-            clauses.append("status = ?")
-            params.append(query.status)
+        for name, value in query.fields.items():
+            if name not in self._declared.names:
+                return []  # no lead has a field this CRM does not declare
+            clauses.append("json_extract(fields, ?) = ?")
+            params.extend([f"$.{name}", value])
         if query.text:
             like = f"%{query.text.strip()}%"
             clauses.append(
@@ -168,3 +209,38 @@ class SqliteCRM(SqliteConnector):
             (record_id, self.tenant, entity, json.dumps(clean), time.time()),
         )
         return Record(entity=entity, id=record_id, fields=clean)
+
+
+def _get(conn: sqlite3.Connection, tenant: str, lead_id: str) -> Lead:
+    row = conn.execute("SELECT * FROM leads WHERE id = ? AND tenant_id = ?", (lead_id, tenant)).fetchone()
+    return _row_to_lead(row)
+
+
+def _update(conn: sqlite3.Connection, tenant: str, row: sqlite3.Row, lead: Lead) -> Lead:
+    """Write the values ``lead`` states; the others are kept. Nothing that differs (a
+    replayed upsert): nothing is written."""
+    changes = {column: getattr(lead, column) for column in _IDENTITY
+               if getattr(lead, column) and getattr(lead, column) != row[column]}
+    stored = json.loads(row["fields"] or "{}")
+    fields = {**stored, **lead.fields}
+    if not changes and fields == stored:
+        return _get(conn, tenant, row["id"])
+    assignments = "".join(f"{column} = ?, " for column in changes)
+    conn.execute(
+        f"UPDATE leads SET {assignments}fields = ?, updated_at = ? WHERE id = ? AND tenant_id = ?",
+        (*changes.values(), json.dumps(fields), time.time(), row["id"], tenant),
+    )
+    return _get(conn, tenant, row["id"])
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Files from before the ``fields`` column: move the old columns into it, once."""
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(leads)")}
+    if "fields" in columns:
+        return
+    conn.execute("ALTER TABLE leads ADD COLUMN fields TEXT NOT NULL DEFAULT '{}'")
+    old = [column for column in _OLD_COLUMNS if column in columns]
+    for row in conn.execute("SELECT * FROM leads").fetchall():
+        fields = json.loads(row["custom"] or "{}") if "custom" in columns else {}
+        fields.update({_OLD_COLUMNS[c]: row[c] for c in old if row[c]})
+        conn.execute("UPDATE leads SET fields = ? WHERE id = ?", (json.dumps(fields), row["id"]))

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..connectors import ConnectorBase, ConnectorContext
+from ..files import connect_private
 from ..types import Health
 
 T = TypeVar("T")
-
 
 class SqliteDB:
     """One connection, serialised by a lock, used from asyncio through ``to_thread``."""
@@ -25,8 +25,7 @@ class SqliteDB:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn = connect_private(self.path, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=10000")

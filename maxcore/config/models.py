@@ -11,11 +11,12 @@ import re
 from typing import Any
 
 import attrs
+import phonenumbers
 
 from ..errors import MaxcoreError
+from ..languages import available_languages, language_pack
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-LANGUAGES = ("fr", "en")
 
 
 class FieldValueError(MaxcoreError, ValueError):
@@ -26,11 +27,15 @@ class FieldValueError(MaxcoreError, ValueError):
         self.field = field
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def in_range(low: float, high: float) -> Any:
     def check(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
         if not low <= value <= high:
             raise FieldValueError(
-                attribute.name, f"expected a number between {low:g} and {high:g}, got {value!r}"
+                attribute.name, f"expected a number between {_number(low)} and {_number(high)}, got {value!r}"
             )
 
     return check
@@ -58,6 +63,16 @@ def http_url(_instance: Any, attribute: attrs.Attribute, value: str | None) -> N
         )
 
 
+def phone_region(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value in phonenumbers.SUPPORTED_REGIONS:
+        return
+    hint = f" (did you mean {value.upper()!r}?)" if value.upper() in phonenumbers.SUPPORTED_REGIONS else ""
+    raise FieldValueError(
+        attribute.name,
+        f"expected a region code for phone numbers such as FR, BE, CH or US, got {value!r}{hint}",
+    )
+
+
 @attrs.frozen
 class ServerConfig:
     host: str = "0.0.0.0"
@@ -79,9 +94,14 @@ class InboxConfig:
     type: str = attrs.field(default="sqlite", validator=one_of("sqlite", "memory"))
     path: str = attrs.field(default="inbox.sqlite3", validator=non_empty)  # relative to data_dir
     workers: int = attrs.field(default=8, validator=in_range(1, 1024))
-    max_attempts: int = attrs.field(default=5, validator=in_range(1, 100))
-    backoff_initial_s: float = attrs.field(default=1.0, validator=in_range(0, 3600))
-    backoff_max_s: float = attrs.field(default=60.0, validator=in_range(0, 86400))
+    # Defaults ride out an upstream outage of at least an hour (maxcore.retry.retry_span:
+    # 1 h 03 min at the shortest, 2 h 07 min at the longest) before a message is dead.
+    max_attempts: int = attrs.field(default=21, validator=in_range(1, 100))
+    # A message during which the server process died this many times goes dead, so one
+    # poisonous message cannot restart the server for every tenant over and over.
+    max_crashes: int = attrs.field(default=3, validator=in_range(1, 100))
+    backoff_initial_s: float = attrs.field(default=2.0, validator=in_range(0, 3600))
+    backoff_max_s: float = attrs.field(default=600.0, validator=in_range(0, 86400))
     max_pending: int = attrs.field(default=10_000, validator=in_range(1, 10_000_000))
     # Retry-After (seconds) sent with the 503 when max_pending is reached.
     full_retry_after_s: int = attrs.field(default=5, validator=in_range(1, 3600))
@@ -90,6 +110,24 @@ class InboxConfig:
     synchronous: str = attrs.field(default="full", validator=one_of("full", "normal"))
     # How often a running server looks for messages `maxcore inbox retry` put back.
     poll_interval_s: float = attrs.field(default=1.0, validator=in_range(0.05, 3600))
+
+
+def _optional_days(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None:
+        in_range(0.001, 36500)(instance, attribute, value)
+
+
+@attrs.frozen
+class RetentionConfig:
+    """``retention:`` in maxcore.yaml: how long finished work is kept (days; null: forever).
+
+    ``messages_days``: done inbox rows and their journals; ``history_days``: conversation
+    turns in the memory stores. Purged by the server every ``purge_interval_s``.
+    """
+
+    messages_days: float | None = attrs.field(default=30.0, validator=_optional_days)
+    history_days: float | None = attrs.field(default=180.0, validator=_optional_days)
+    purge_interval_s: float = attrs.field(default=3600.0, validator=in_range(1, 86400 * 7))
 
 
 @attrs.frozen
@@ -108,7 +146,14 @@ class MaxcoreConfig:
     tenants_dir: str = "tenants"
     data_dir: str = "./data"
     inbox: InboxConfig = InboxConfig()
+    retention: RetentionConfig = RetentionConfig()
     logging: LoggingConfig = LoggingConfig()
+
+
+def _has_pack(code: str) -> None:
+    if code not in available_languages():
+        raise FieldValueError(
+            "language", f"expected a language with a pack ({', '.join(available_languages())}), got {code!r}")
 
 
 @attrs.frozen
@@ -116,13 +161,25 @@ class AssistantConfig:
     """How the assistant behaves for one tenant."""
 
     name: str = "MAX"
-    language: str = attrs.field(default="fr", validator=one_of(*LANGUAGES))
+    # Any code with a language pack (maxcore/languages); texts overrides the pack's texts.
+    language: str = attrs.field(default="fr", validator=lambda _i, _a, value: _has_pack(value))
+    texts: dict[str, str] = attrs.field(factory=dict)
     system_prompt: str | None = None
     allowed_tools: tuple[str, ...] | None = None
     max_tool_rounds: int = attrs.field(default=4, validator=in_range(1, 20))
     history_messages: int = attrs.field(default=20, validator=in_range(0, 200))
-    phone_region: str = "FR"
-    lead_defaults: dict[str, str] = attrs.field(factory=lambda: {"status": "New"})
+    # Region of phone numbers written without +country code (phonenumbers' region codes).
+    phone_region: str = attrs.field(default="FR", validator=phone_region)
+    # Values for fields of a lead being created, in the CRM's own vocabulary (checked
+    # against its declaration). None by default: each CRM has its own defaults.
+    lead_defaults: dict[str, str] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        known = language_pack(self.language).texts
+        for key in self.texts:
+            if key not in known:
+                raise FieldValueError(
+                    f"texts.{key}", f"unknown text; expected one of: {', '.join(sorted(known))}")
 
 
 def _optional_positive(_instance: Any, attribute: attrs.Attribute, value: int | None) -> None:

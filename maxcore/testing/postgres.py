@@ -84,16 +84,26 @@ class PostgresCluster:
             str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
         )
-        # Loopback only, no unix socket in a shared directory, fast and disposable.
-        options = (
-            f"-h {self.host} -p {self.port} -k {self.base_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=100 -c shared_buffers=32MB"
-        )
-        self._run(
-            str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
-            str(self.base_dir / "server.log"), "-o", options, "-w", "-t", "30", "start",
-        )
+        # PostgreSQL cannot bind port 0 and report it: take a free port, and if another
+        # process grabbed it in between, start again on a new one.
+        for attempt in range(5):
+            # Loopback only, no unix socket in a shared directory, fast and disposable.
+            options = (
+                f"-h {self.host} -p {self.port} -k {self.base_dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=100 -c shared_buffers=32MB"
+            )
+            try:
+                self._run(
+                    str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
+                    str(self.base_dir / "server.log"), "-o", options, "-w", "-t", "30", "start",
+                )
+            except RuntimeError:
+                if attempt == 4 or "could not bind" not in self.log_tail():
+                    raise
+                self.port = free_port()
+                continue
+            break
         self._started = True
         return self
 
@@ -165,8 +175,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 # What a Supabase project has before any migration: the API roles and the ``auth``
-# helpers, as supabase/postgres and supabase/auth define them (see
-# shared/contracts/supabase.md §5). Idempotent. Run it as a superuser.
+# helpers, as supabase/postgres and supabase/auth define them
+# in their migrations. Idempotent. Run it as a superuser.
 SUPABASE_BOOTSTRAP_SQL = """
 do $$
 begin

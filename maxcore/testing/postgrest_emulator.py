@@ -1,6 +1,6 @@
 """A PostgREST (Supabase ``/rest/v1``) emulator executing on a real PostgreSQL.
 
-It does per request what PostgREST does (shared/contracts/supabase.md §4): verify the
+It does per request what PostgREST does (PostgREST 12's request cycle): verify the
 ``apikey`` (Supabase's gateway) and the Bearer JWT (HS256, the project's JWT secret),
 open one transaction (READ ONLY for GET/HEAD), ``set_config('role', <jwt role>, true)``
 and ``set_config('request.jwt.claims', <payload>, true)``, run the statement, commit

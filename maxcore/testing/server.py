@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,18 +21,74 @@ from hypercorn.config import Config
 
 
 def free_port() -> int:
+    """A port that was free a moment ago: only for a client that must find nothing listening.
+
+    Servers bind port 0 themselves (``ServerThread``, ``maxcore serve --port 0``): handing this
+    port to a server races with every other test that does the same.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port held bound but not listening: connecting to it is refused for as long as it is held."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+def body_first(app: Any) -> Any:
+    """Wrap an ASGI app so the whole request body is read before the app runs.
+
+    An emulator route that answers early (a 404 or 401 before reading the body) would leave
+    unread bytes on a keep-alive connection; hypercorn then drops the connection and the
+    client's next pooled request fails. Reading first keeps every connection reusable.
+    """
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        disconnect: dict[str, Any] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnect = message
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                if disconnect is not None:
+                    return disconnect
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return dict(await receive())
+
+        await app(scope, replay, send)
+
+    return wrapped
+
+
 class ServerThread:
-    """An ASGI app served by hypercorn in its own thread and event loop."""
+    """An ASGI app served by hypercorn in its own thread and event loop.
+
+    The server binds its port itself (port 0 by default) and reports the one it got in
+    ``port``, so servers started in parallel never race for a port.
+    """
 
     def __init__(self, app: Any, port: int | None = None, host: str = "127.0.0.1") -> None:
-        self.app = app
+        self.app = body_first(app)
         self.host = host
-        self.port = port or free_port()
+        self.port = port or 0
+        self._bind = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -47,7 +104,7 @@ class ServerThread:
         asyncio.set_event_loop(loop)
         self._stop = asyncio.Event()
         config = Config()
-        config.bind = [f"{self.host}:{self.port}"]
+        config.bind = [self._bind]
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = 1
@@ -61,17 +118,23 @@ class ServerThread:
             loop.close()
 
     def start(self, timeout: float = 10.0) -> ServerThread:
+        from ..server import bind_listener
+
+        self._bind, self.port = bind_listener(self.host, self.port)
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._error is not None:
                 raise RuntimeError(f"server failed to start: {self._error}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.02)
+            # The socket listens from bind_listener on; wait for hypercorn to be serving it.
+            if self._loop is not None and self._loop.is_running():
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.2):
+                        return self
+                except OSError:
+                    pass
+            time.sleep(0.02)
         raise RuntimeError(f"server on {self.url} did not start within {timeout}s")
 
     def stop(self) -> None:
@@ -108,3 +171,12 @@ def wait_http(url: str, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+
+def served_port(data_dir: Path) -> int | None:
+    """The port a ``maxcore serve`` on ``data_dir`` bound (``--port 0``), once it serves."""
+    try:
+        return int((data_dir / "maxcore.port").read_text().strip())
+    except (OSError, ValueError):
+        return None

@@ -13,6 +13,7 @@ from ..config.models import AssistantConfig
 from ..connectors import CRM, LLM, Channel, ConnectorContext, Memory
 from ..errors import ToolError
 from ..types import AuditEntry, InboundMessage, ToolSpec
+from ..vocabulary import LeadSchema
 
 # Argument names a model might use to point at another tenant. They are dropped
 # before validation: the tenant always comes from the entry point.
@@ -31,14 +32,21 @@ class ToolContext:
     memory: Memory
     llm: LLM
     connector_context: ConnectorContext
+    # Where audit rows go: the pipeline's journal, committed with the tool's result.
+    audit_sink: Callable[[AuditEntry], Awaitable[None]] | None = None
 
     async def audit(self, action: str, details: dict[str, Any]) -> None:
-        await self.memory.audit(
-            AuditEntry(action=action, details=details, message_id=self.message.message_id)
-        )
+        entry = AuditEntry(action=action, details=details, message_id=self.message.message_id)
+        if self.audit_sink is not None:
+            await self.audit_sink(entry)
+        else:
+            await self.memory.audit_batch([entry])
 
 
 ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
+# Builds a tool's argument schemas for one tenant from its CRM's declaration and
+# record entities: (what the model is shown, what arguments are checked against).
+SchemaBuilder = Callable[[LeadSchema, tuple[str, ...]], tuple[dict[str, Any], dict[str, Any]]]
 
 
 @attrs.frozen
@@ -47,6 +55,11 @@ class Tool:
 
     ``side_effect`` marks tools that change the outside world (CRM writes, messages):
     their results are journalled so a replayed message does not repeat them.
+
+    ``schema_for`` makes the schema depend on the tenant's CRM (the lead tools show
+    the CRM's own fields and values): :meth:`for_tenant` returns the tool with its
+    schemas built. ``accepts``, when set, is what arguments are checked against
+    instead of ``parameters`` (synonyms of enum values are accepted, then mapped).
     """
 
     name: str
@@ -55,9 +68,17 @@ class Tool:
     function: ToolFunction
     side_effect: bool = False
     plugin: str | None = None
+    schema_for: SchemaBuilder | None = None
+    accepts: dict[str, Any] | None = None
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
+
+    def for_tenant(self, schema: LeadSchema, entities: tuple[str, ...]) -> Tool:
+        if self.schema_for is None:
+            return self
+        shown, accepted = self.schema_for(schema, entities)
+        return attrs.evolve(self, parameters=shown, accepts=accepted, schema_for=None)
 
 
 def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
@@ -80,7 +101,7 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
         for key in [k for k in nested if k in TENANT_ARGUMENTS]:
             nested.pop(key)
             ignored.append(f"fields.{key}")
-    validator = jsonschema.Draft202012Validator(tool.parameters)
+    validator = jsonschema.Draft202012Validator(tool.accepts or tool.parameters)
     errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
     if errors:
         parts = []
@@ -91,4 +112,4 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
     return arguments, ignored
 
 
-__all__ = ["TENANT_ARGUMENTS", "Tool", "ToolContext", "ToolFunction", "parse_arguments"]
+__all__ = ["TENANT_ARGUMENTS", "SchemaBuilder", "Tool", "ToolContext", "ToolFunction", "parse_arguments"]

@@ -33,7 +33,8 @@ def test_chat_once_then_again_gives_one_lead(demo_config):
     listed = run("leads", "--config", str(demo_config), "--tenant", "demo", "--json")
     leads = json.loads(listed.output)
     assert len(leads) == 1
-    assert leads[0]["phone"] == "+33612345678" and leads[0]["industry"] == "Construction"
+    # The embedded CRM's industry is free text: kept as the user wrote it.
+    assert leads[0]["phone"] == "+33612345678" and leads[0]["industry"] == "BTP"
     table = run("leads", "--config", str(demo_config), "--tenant", "demo")
     assert "Jean Dupont" in table.output and "1 lead(s)" in table.output
 
@@ -65,7 +66,7 @@ def test_plugins_lists_builtins(monkeypatch):
     monkeypatch.setattr(cli_module, "_PLUGINS", None)
     text = run("plugins").output
     assert "sqlite" in text and "crm: sqlite" in text and "llm: offline" in text
-    assert "tools: upsert_lead, search_leads, create_record, send_message, remember" in text
+    assert "tools: upsert_lead, update_lead, search_leads, create_record, send_message, remember" in text
     data = json.loads(run("plugins", "--json").output)
     by_name = {p["name"]: p for p in data}
     assert by_name["webchat"]["connectors"] == {"channel": ["webchat"]}
@@ -82,3 +83,44 @@ def test_plugins_shows_import_failures(monkeypatch, tmp_path):
     assert "✗ mc_cli_broken" in text
     assert "ModuleNotFoundError: No module named 'does_not_exist_anywhere'" in text
     assert "✓ sqlite" in text
+
+
+def _leaf_commands(group, prefix=()):
+    import click
+
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _leaf_commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_every_command_takes_config():
+    import click
+
+    from maxcore.plugins import load_plugins
+
+    group = click.Group(commands=dict(cli_module.cli.commands))
+    load_plugins().hooks.register_commands(group)
+    leaves = dict(_leaf_commands(group))
+    assert {("check",), ("serve",), ("plugins",), ("chat",), ("leads",), ("reload",)} <= set(leaves)
+    missing = [" ".join(path) for path, command in leaves.items()
+               if "--config" not in {opt for p in command.params for opt in getattr(p, "opts", [])}]
+    assert missing == []
+
+
+def test_plugins_with_config_shows_which_tenants_use_each_plugin(monkeypatch, make_config):
+    monkeypatch.setattr(cli_module, "_PLUGINS", None)
+    config = make_config("acme", "beta")
+    text = run("plugins", "--config", str(config)).output
+    sqlite_line = next(line for line in text.splitlines() if line.startswith("✓ sqlite"))
+    assert sqlite_line.endswith("used by: acme, beta")
+    data = {p["name"]: p for p in json.loads(run("plugins", "--config", str(config), "--json").output)}
+    assert data["webchat"]["used_by"] == ["acme", "beta"] and data["console"]["used_by"] == []
+
+
+def test_plugins_with_a_missing_config_directory_still_lists(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli_module, "_PLUGINS", None)
+    result = CliRunner().invoke(cli_module.cli, ["plugins", "--config", str(tmp_path / "nope")])
+    assert result.exit_code == 0
+    assert "configuration directory does not exist" in result.output and "✓ sqlite" in result.output

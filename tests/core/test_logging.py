@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -67,3 +69,83 @@ def test_tracebacks_do_not_show_local_variables():
     finally:
         setup_logging("INFO", "text")
     assert "local-variable-secret-value" not in stream.getvalue()
+
+
+RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ")
+
+
+def _text_lines(emit: Callable[[], None]) -> list[str]:
+    stream = io.StringIO()
+    setup_logging("INFO", "text", stream=stream)
+    try:
+        emit()
+    finally:
+        setup_logging("INFO", "text")
+    return stream.getvalue().splitlines()
+
+
+def test_user_values_cannot_forge_a_text_record():
+    forged = "x\n2026-01-01 00:00:00.000 | ERROR   | tenant=acme msg=- | forged\r\x1b[2J\u2028"
+
+    def emit() -> None:
+        logger.bind(tenant="acme", message_id=forged).info("[GREENAPI_WEBHOOK] {} ignored", forged)
+        try:
+            raise ValueError(forged)
+        except ValueError:
+            logger.exception("failed on {}", forged)
+
+    lines = _text_lines(emit)
+    records = [line for line in lines if RECORD_START.match(line)]
+    assert len(records) == 2, lines
+    assert all(line.startswith("    ") for line in lines if not RECORD_START.match(line))
+    assert "\\n2026-01-01" in records[0] and "\\x1b[2J" in records[0] and "\\u2028" in records[0]
+    assert "\x1b" not in "".join(lines) and "\r" not in "".join(lines)
+
+
+def test_lone_surrogates_are_logged_as_escapes_in_both_formats():
+    text_lines = _text_lines(lambda: logger.bind(message_id="m-\ud800").info("text \udfff"))
+    assert text_lines[-1].endswith("msg=m-\\ud800 | text \\udfff")
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream)
+    try:
+        logger.bind(message_id="m-\ud800").info("text \udfff")
+    finally:
+        setup_logging("INFO", "text")
+    record = json.loads(stream.getvalue())
+    assert record["message"] == "text \udfff" and record["message_id"] == "m-\ud800"
+
+
+def test_only_credential_fields_are_redacted(tmp_path, monkeypatch):
+    """An instance id from the environment is not a secret: chat ids keep their digits."""
+    from maxcore.plugins import load_plugins
+    from maxcore.runtime import configured_secrets, load_checked
+    from maxcore.testing.harness import write_config
+
+    monkeypatch.setenv("GA_INSTANCE", "3361234567")
+    monkeypatch.setenv("GA_TOKEN", "ga-api-token-0123456789abcdef")
+    write_config(tmp_path / "config", {"acme": """
+        tenant: acme
+        channel: {type: greenapi, instance_id: "${GA_INSTANCE}", api_token: "${GA_TOKEN}",
+                  webhook_token: wh-token-0123456789, mode: webhook}
+        """}, main="server: {health_token: health-0123456789}\n", data_dir=tmp_path / "data")
+    loaded = load_checked(tmp_path / "config", load_plugins())
+    assert configured_secrets(loaded) == {
+        "ga-api-token-0123456789abcdef", "wh-token-0123456789", "health-0123456789"}
+    line = REDACTOR("chat 33612345678@c.us instance 3361234567 token ga-api-token-0123456789abcdef")
+    assert line == "chat 33612345678@c.us instance 3361234567 token ***"
+
+
+def test_redactor_finds_every_secret_added_before_and_after_a_build():
+    redact = Redactor()
+    secrets = [f"secret-{n:04d}-{'x' * (n % 7)}" for n in range(300)]
+    for secret in secrets[:200]:
+        redact.add(secret)
+    assert redact(f"a {secrets[3]} b {secrets[199]}") == "a *** b ***"  # built here
+    for secret in secrets[200:203]:
+        redact.add(secret)  # looked for one by one until the next build
+    assert redact(f"{secrets[201]}/{secrets[0]}") == "***/***"
+    for secret in secrets[203:]:
+        redact.add(secret)
+    assert redact(f"<{secrets[299]}>") == "<***>"
+    overlapping = Redactor(["abcdef", "defghi"])
+    assert overlapping("xxabcdefghixx") == "xx***xx"

@@ -13,7 +13,7 @@ from maxcore.runtime import Runtime
 from tests.conftest import REQUESTS, call
 
 LEAD = {"first_name": "Jean", "last_name": "Dupont", "phone": "06 12 34 56 78",
-        "email": "jean@dupont.fr", "industry": "btp"}
+        "email": "jean@dupont.fr", "industry": "BTP"}
 
 
 @pytest.fixture
@@ -46,8 +46,8 @@ async def test_tool_loop_creates_lead_and_feeds_result_back(runtime, script):
     tool_turn = second.messages[-1]
     assert tool_turn.role == Role.TOOL and tool_turn.tool_call_id == "c1"
     lead = tool_results(second)[0]["lead"]
-    assert lead["phone"] == "+33612345678" and lead["industry"] == "Construction"
-    assert lead["status"] == "New" and lead["source"] == "Web Site"
+    assert lead["phone"] == "+33612345678" and lead["industry"] == "BTP"
+    assert lead["status"] == "New" and lead["source"] == "Web Site"  # the tenant's lead_defaults
     crm = runtime.tenant("acme").crm
     assert len(await crm.search_leads(LeadQuery(email="jean@dupont.fr"))) == 1
     actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
@@ -60,7 +60,7 @@ async def test_bad_arguments_become_a_tool_error_the_model_sees(runtime, script)
     script(
         LLMReply(tool_calls=(call("upsert_lead", "{not json", "c1"),)),
         LLMReply(tool_calls=(call("upsert_lead", {"first_name": 42}, "c2"),)),
-        LLMReply(tool_calls=(call("upsert_lead", {**LEAD, "industry": "astrology"}, "c3"),)),
+        LLMReply(tool_calls=(call("upsert_lead", {**LEAD, "status": "astrology"}, "c3"),)),
         LLMReply(text="ok"),
     )
     result = await runtime.handle(message())
@@ -68,7 +68,7 @@ async def test_bad_arguments_become_a_tool_error_the_model_sees(runtime, script)
     errors = [r["error"] for r in tool_results(REQUESTS["default"][-1])]
     assert "not valid JSON" in errors[0]
     assert "first_name" in errors[1] and "not of type 'string'" in errors[1]
-    assert "industry 'astrology' is not allowed" in errors[2] and "Construction" in errors[2]
+    assert "status 'astrology' is not allowed" in errors[2] and "Qualified" in errors[2]
     assert await runtime.tenant("acme").crm.list_leads() == []
 
 
@@ -136,7 +136,7 @@ async def test_replayed_message_repeats_no_effect(runtime, script):
     channel = runtime.tenant("acme").channel
     await runtime.handle(message(message_id="same"))
     await runtime.handle(message(message_id="same"))  # e.g. replay after a crash
-    sent = [m for m in channel._outbox["chat-1"] if m["from"] == "assistant"]
+    sent = [m for m in channel.outbox.after("chat-1", 0) if m["from"] == "assistant"]
     assert [m["text"] for m in sent] == ["Bienvenue", "Lead créé"]
     audit = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
     assert audit.count("lead_created") == 1 and audit.count("lead_updated") == 0
@@ -173,7 +173,62 @@ async def test_fixed_reply_skips_the_model_and_is_sent_once(runtime, script):
     await runtime.handle(msg)  # replayed: journalled, not sent again
     assert first.reply.text == "Merci de renvoyer votre message."
     assert REQUESTS.get("default") is None
-    sent = [m for m in runtime.tenant("acme").channel._outbox["chat-1"] if m["from"] == "assistant"]
+    sent = [m for m in runtime.tenant("acme").channel.outbox.after("chat-1", 0) if m["from"] == "assistant"]
     assert [m["text"] for m in sent] == ["Merci de renvoyer votre message."]
     actions = [e.action for e in await runtime.tenant("acme").memory.audit_log()]
     assert actions.count("reply_sent") == 1 and "llm_call" not in actions
+
+
+async def test_lead_tools_show_the_crm_declaration(runtime):
+    tools = runtime.tenant("acme").tools
+    upsert = tools["upsert_lead"].spec().parameters["properties"]
+    assert upsert["status"]["enum"] == ["New", "Contacted", "Qualified", "Won", "Lost"]
+    assert upsert["industry"] == {"type": "string", "description": "Industry. the lead's line of business"}
+    assert set(upsert) >= {"first_name", "phone", "email", "company", "source", "notes"}
+    assert tools["search_leads"].spec().parameters["properties"]["status"]["enum"][0] == "New"
+    assert tools["create_record"].spec().parameters["properties"]["entity"]["enum"] == ["Note", "Task"]
+
+
+async def test_defaults_apply_on_create_and_a_stated_value_wins_on_update(runtime, script):
+    script(
+        LLMReply(tool_calls=(call("upsert_lead", {**LEAD, "status": "qualifié"}, "c1"),)),
+        LLMReply(tool_calls=(call("upsert_lead", LEAD, "c2"),)),
+        LLMReply(tool_calls=(call("upsert_lead", {**LEAD, "status": "nouveau"}, "c3"),)),
+        LLMReply(text="ok"),
+    )
+    await runtime.handle(message())
+    leads = [r["lead"] for r in tool_results(REQUESTS["default"][-1])]
+    assert [lead["status"] for lead in leads] == ["Qualified", "Qualified", "New"]
+    assert leads[0]["source"] == "Web Site"
+
+
+async def test_update_lead_reaches_the_conversations_last_lead(runtime, script):
+    script(LLMReply(tool_calls=(call("update_lead", {"notes": "x"}, "c0"),)), LLMReply(text="?"),
+           LLMReply(tool_calls=(call("upsert_lead", LEAD, "c1"),)), LLMReply(text="créé"),
+           LLMReply(tool_calls=(call("update_lead", {"email": "j.dupont@btp.fr", "status": "won"}, "c2"),
+                                call("update_lead", {"lead_id": "nope", "notes": "x"}, "c3"),
+                                call("update_lead", {}, "c4"))),
+           LLMReply(text="mis à jour"))
+    await runtime.handle(message("ajoute une note", "m0"))
+    assert "no lead to update" in tool_results(REQUESTS["default"][1])[0]["error"]
+    await runtime.handle(message("nouveau lead", "m1"))
+    await runtime.handle(message("son mail : j.dupont@btp.fr, c'est signé", "m2"))
+    updated, missing, empty = tool_results(REQUESTS["default"][-1])
+    assert updated["status"] == "updated"
+    assert updated["lead"]["email"] == "j.dupont@btp.fr" and updated["lead"]["status"] == "Won"
+    assert updated["lead"]["phone"] == "+33612345678"
+    assert missing == {"error": "lead 'nope' not found"}
+    assert "nothing to update" in empty["error"]
+    [stored] = await runtime.tenant("acme").crm.list_leads()
+    assert stored.email == "j.dupont@btp.fr" and stored.fields["status"] == "Won"
+
+
+async def test_lead_defaults_outside_the_declaration_fail_at_build(make_config, plugins):
+    from maxcore.errors import PluginError
+
+    config = make_config("acme", llm="scripted")
+    tenant_file = config / "tenants" / "acme.yaml"
+    tenant_file.write_text(tenant_file.read_text().replace("status: New", "status: Banana"))
+    with pytest.raises(PluginError, match=r"acme.yaml: assistant.lead_defaults.status: 'Banana' is not "
+                                          r"one of New, Contacted, Qualified, Won, Lost"):
+        Runtime.from_directory(config, plugins=plugins)

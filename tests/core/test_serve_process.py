@@ -11,10 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
-from maxcore.testing.server import free_port
+from maxcore.testing.server import served_port
+
+pytestmark = pytest.mark.slow  # real processes: seconds each
 
 MAXCORE = [sys.executable, "-m", "maxcore"]
+HEALTH = {"Authorization": "Bearer serve-health-token"}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -27,21 +31,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def tenants(url: str) -> set[str]:
     try:
-        return set(httpx.get(f"{url}/api/health", timeout=2).json()["tenants"])
+        return set(httpx.get(f"{url}/api/health", timeout=2, headers=HEALTH).json()["tenants"])
     except (httpx.HTTPError, KeyError, ValueError):
         return set()
 
 
 def test_reload_and_terminate(make_config, tmp_path: Path):
-    config = make_config("acme")
+    config = make_config("acme", main="server: {health_token: serve-health-token}\n")
     env = {**os.environ, "MAXCORE_DATA_DIR": str(tmp_path / "data"), "MAXCORE_LOAD_PLUGINS": ""}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([*MAXCORE, "serve", "--config", str(config), "--port", str(port)],
+        proc = subprocess.Popen([*MAXCORE, "serve", "--config", str(config), "--port", "0"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        wait_for(lambda: served_port(tmp_path / "data") is not None)
+        url = f"http://127.0.0.1:{served_port(tmp_path / 'data')}"
         wait_for(lambda: tenants(url) == {"acme"})
         (config / "tenants" / "globex.yaml").write_text("tenant: globex\n")
         reload = subprocess.run([*MAXCORE, "reload", "--config", str(config)], env=env,

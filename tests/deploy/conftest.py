@@ -38,7 +38,3 @@ def require_binary(*names: str) -> str:
 def maxcore_binary() -> str:
     path = VENV_BIN / "maxcore"
     return str(path) if path.exists() else require_binary("maxcore")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: needs seconds to minutes (real servers, a Docker engine)")

@@ -78,8 +78,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def wheelhouse() -> Path:
-    """The constraints' wheels (and the build backend; pytest for the EspoCRM stand-in),
-    downloaded once per lock file."""
+    """The constraints' wheels (and the build backend), downloaded once per lock file."""
     constraints = DEPLOY / "maxcore" / "constraints.txt"
     import hashlib
 
@@ -88,7 +87,7 @@ def wheelhouse() -> Path:
     if not (target / ".complete").exists():
         shutil.rmtree(target, ignore_errors=True)
         subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "pip", "download", "--quiet",
-                        "--dest", str(target), "-r", str(constraints), "pytest"], check=True, timeout=600,
+                        "--dest", str(target), "-r", str(constraints)], check=True, timeout=600,
                        capture_output=True)
         (target / ".complete").write_text("ok")
     return target
@@ -198,9 +197,7 @@ def build_emulator_image(stack: Stack) -> None:
     shutil.copytree(STANDINS / "espocrm-emulator", context)
     shutil.copytree(DEPLOY / "espocrm" / "custom", context / "custom")
     shutil.copy(DEPLOY / "espocrm" / "maxcore-espocrm-sync.sh", context / "maxcore-espocrm-sync.sh")
-    stack.engine.docker("build", "--build-arg", f"PIP_FIND_LINKS={stack.wheels.url}", "--build-arg",
-                        "PIP_NO_INDEX=1", "--build-arg", f"PIP_TRUSTED_HOST={BRIDGE_IP}",
-                        "-t", "maxcore-test-espocrm:local", str(context))
+    stack.engine.docker("build", "-t", "maxcore-test-espocrm:local", str(context))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 from loguru import logger
 
 from maxcore.testing.harness import running
@@ -34,6 +35,10 @@ MAXCORE = str(Path(sys.executable).with_name("maxcore"))
 def config(make_config: Callable[..., Path], *, llm_extra: str = "", max_pending: int = 1000) -> Path:
     extra = f"\nllm: {{type: offline{llm_extra}}}\n" if llm_extra else ""
     path = make_config("acme", main=INBOX.format(max_pending=max_pending))
+    # Many messages per session on purpose: delivery is tested here, not rate limits.
+    tenant = path / "tenants" / "acme.yaml"
+    tenant.write_text(tenant.read_text().replace(
+        "channel: {type: webchat}", "channel: {type: webchat, rate_limits: false}"))
     if extra:
         tenant = path / "tenants" / "acme.yaml"
         tenant.write_text(tenant.read_text().replace("llm: {type: offline}\n", "") + extra)
@@ -104,6 +109,7 @@ async def test_each_message_delivered_three_times_is_processed_once(
         assert sorted(sent) == [f"wamid-{n}" for n in range(5)]
 
 
+@pytest.mark.slow
 async def test_upstream_failing_three_times_then_succeeding(make_config: Callable[..., Path]) -> None:
     path = config(make_config, llm_extra=", fault_file: llm-fault")
     data = path.parent / "data"
@@ -126,6 +132,7 @@ async def test_upstream_failing_three_times_then_succeeding(make_config: Callabl
     assert [(m["message_id"], m["attempts"]) for m in json.loads(shown.stdout)] == [("wamid-1", 4)]
 
 
+@pytest.mark.slow
 async def test_permanent_failure_is_dead_then_replayed_by_the_cli(make_config: Callable[..., Path]) -> None:
     path = config(make_config, llm_extra=", fault_file: llm-fault")
     data = path.parent / "data"
@@ -169,6 +176,7 @@ async def test_permanent_failure_is_dead_then_replayed_by_the_cli(make_config: C
     assert json.loads((await inbox_cli(path, "--json")).stdout) == {}
 
 
+@pytest.mark.slow
 async def test_full_inbox_answers_503_with_retry_after(make_config: Callable[..., Path]) -> None:
     path = config(make_config, llm_extra=", latency_ms: 300", max_pending=2)
     async with running(path) as r:

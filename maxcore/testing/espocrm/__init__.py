@@ -1,4 +1,4 @@
-"""An EspoCRM 8.3 REST API emulator for tests (see ../shared/contracts/espocrm.md).
+"""An EspoCRM 8.3 REST API emulator for tests (as EspoCRM 8.3.6's source defines it).
 
 It reads the customization in ``deploy/espocrm/custom`` (fields, enum options with
 ``__APPEND__``, which custom entities have a Controller) so the customization files

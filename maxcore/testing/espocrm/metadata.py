@@ -1,7 +1,7 @@
 """EspoCRM 8.3 metadata as the emulator knows it: core Lead + the custom folder.
 
 The core part is copied from ``Modules/Crm/Resources/metadata/entityDefs/Lead.json``
-at tag 8.3.6 (see ../shared/contracts/espocrm.md §5). Everything else comes from the
+at tag 8.3.6 of espocrm/espocrm. Everything else comes from the
 customization files a deploy copies into ``custom/Espo/Custom`` — read here with the
 same merge rules EspoCRM applies (recursive merge; an array replaces the core one
 unless its first element is ``"__APPEND__"``), so the customization and the plugin

@@ -10,33 +10,43 @@ leave a lead visible to no tenant (or every one); that is a loud error instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import phonenumbers
 
-from maxcore.connectors import ConnectorBase, ConnectorContext, LeadQuery
+from maxcore.connectors import ConnectorContext, CRMBase, LeadQuery
 from maxcore.errors import PermanentError, ToolError
-from maxcore.leads import normalise_email, normalise_option, normalise_phone, strip_bad_characters
+from maxcore.leads import normalise_email, normalise_phone, with_defaults
 from maxcore.types import Health, Lead, Record, UpsertResult
+from maxcore.vocabulary import LeadSchema
 
 from .client import REBUILD_HINT, EspoClient, encode_where
 from .config import EspoCRMConfig
-from .options import LEAD_CUSTOM_ATTRIBUTES, LEAD_OPTIONS
+from .options import LEAD_CUSTOM_ATTRIBUTES
+from .vocabulary import lead_schema, strip_bad_characters
 
-# Lead (core type) → EspoCRM Lead attribute.
-_LEAD_ATTRIBUTES = {
+# Lead identity (core) → EspoCRM Lead attribute; the declared fields keep their names.
+_IDENTITY_ATTRIBUTES = {
     "first_name": "firstName", "last_name": "lastName", "phone": "phoneNumber",
-    "email": "emailAddress", "company": "accountName", "industry": "industry",
-    "source": "source", "status": "status", "description": "description",
+    "email": "emailAddress", "company": "accountName",
 }
 _TEXT_FIELDS = ("first_name", "last_name", "company")
 # EspoCRM 8.3's answer to a where item on an unknown attribute (Core/Select/Where/Checker.php).
 _MISSING_ATTRIBUTE_RE = re.compile(r"Not existing attribute '([^']+)'")
 _NEVER_FROM_INPUT = {"id", "tenant_id", "deleted", "createdById", "modifiedById"}
+# Attributes naming users or teams (assignedUserId, teamsIds, assignedUsersIds, ...):
+# only the tenant's configured ones are written, never what a model sent.
+_USER_OR_TEAM_RE = re.compile(r"(?:user|team)s?(?:Id|Ids|Name|Names)$", re.IGNORECASE)
+# EspoCRM ids (17 hex-like characters; longer for imported ones): anything else is no id.
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class EspoCRM(ConnectorBase):
+def is_record_id(value: object) -> bool:
+    return isinstance(value, str) and bool(_ID_RE.match(value))
+
+
+class EspoCRM(CRMBase):
     name = "espocrm"
     Config = EspoCRMConfig
 
@@ -47,6 +57,7 @@ class EspoCRM(ConnectorBase):
             context.add_secret(config.secret_key)
         self.entities: tuple[str, ...] = tuple(config.entities)
         self._client: EspoClient | None = None
+        self._declared = lead_schema(config.synonyms)
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -58,6 +69,12 @@ class EspoCRM(ConnectorBase):
     async def open(self) -> None:
         if self._client is None:
             self._client = EspoClient(self.config, self.tenant)
+        await super().open()
+
+    def declared_lead_schema(self) -> LeadSchema:
+        """EspoCRM's shipped Lead vocabulary (with the tenant's synonyms): static, so
+        ``maxcore check`` validates lead_defaults against it."""
+        return self._declared
 
     async def close(self) -> None:
         if self._client is not None:
@@ -126,9 +143,6 @@ class EspoCRM(ConnectorBase):
                                f"incomplete or not rebuilt — fix: {REBUILD_HINT}")
 
     # -- mapping ---------------------------------------------------------------------------
-    def options(self) -> Mapping[str, Sequence[str]]:
-        return LEAD_OPTIONS
-
     def _phone_out(self, e164: str) -> str:
         if self.config.phone_international:
             return e164
@@ -145,10 +159,7 @@ class EspoCRM(ConnectorBase):
 
     def _normalise(self, lead: Lead) -> Lead:
         """Exact option strings, E.164 phone, lower-case e-mail, no ``<>=`` in names."""
-        values = {key: getattr(lead, key) for key in _LEAD_ATTRIBUTES}
-        for field in ("status", "source", "industry"):
-            if values[field]:
-                values[field] = normalise_option(field, values[field], LEAD_OPTIONS[field])
+        values = {key: getattr(lead, key) for key in _IDENTITY_ATTRIBUTES}
         if values["phone"]:
             values["phone"] = normalise_phone(values["phone"], self.config.phone_region)
         if values["email"]:
@@ -156,24 +167,27 @@ class EspoCRM(ConnectorBase):
         for field in _TEXT_FIELDS:
             if values[field]:
                 values[field] = strip_bad_characters(values[field]) or None
-        return Lead(**values, custom=lead.custom, id=lead.id)
+        custom = {k: v for k, v in lead.fields.items() if k in LEAD_CUSTOM_ATTRIBUTES}
+        declared = self._declared.normalise({k: v for k, v in lead.fields.items() if k not in custom})
+        return Lead(**values, fields={**declared, **custom}, id=lead.id)
 
     def _lead_payload(self, lead: Lead) -> dict[str, Any]:
         payload: dict[str, Any] = {}
-        for key, attribute in _LEAD_ATTRIBUTES.items():
+        for key, attribute in _IDENTITY_ATTRIBUTES.items():
             value = getattr(lead, key)
             if value is not None:
                 payload[attribute] = self._phone_out(value) if key == "phone" else value
-        for key in LEAD_CUSTOM_ATTRIBUTES:
-            if lead.custom.get(key) is not None:
-                payload[key] = lead.custom[key]
+        for key, value in lead.fields.items():
+            if value is not None and (key in self._declared.names or key in LEAD_CUSTOM_ATTRIBUTES):
+                payload[key] = value
         return payload
 
     def _to_lead(self, record: Mapping[str, Any]) -> Lead:
-        values = {key: record.get(attribute) or None for key, attribute in _LEAD_ATTRIBUTES.items()}
+        values = {key: record.get(attribute) or None for key, attribute in _IDENTITY_ATTRIBUTES.items()}
         values["phone"] = self._phone_in(values["phone"])
-        custom = {key: record[key] for key in LEAD_CUSTOM_ATTRIBUTES if record.get(key) is not None}
-        return Lead(**values, custom=custom, id=record.get("id"))
+        names = (*self._declared.names, *LEAD_CUSTOM_ATTRIBUTES)
+        fields = {key: record[key] for key in names if record.get(key) not in (None, "")}
+        return Lead(**values, fields=fields, id=record.get("id"))
 
     def _ownership(self) -> dict[str, Any]:
         owned: dict[str, Any] = {self.config.tenant_field: self.tenant}
@@ -212,7 +226,7 @@ class EspoCRM(ConnectorBase):
         found = await self.client.list_records("Lead", where, limit=1, order_by="createdAt", order="asc")
         return found[0] if found and self._is_ours(found[0]) else None
 
-    async def upsert_lead(self, lead: Lead) -> UpsertResult:
+    async def upsert_lead(self, lead: Lead, defaults: Mapping[str, Any] | None = None) -> UpsertResult:
         lead = self._normalise(lead)
         existing = None
         if lead.phone:
@@ -221,7 +235,8 @@ class EspoCRM(ConnectorBase):
             existing = await self._find_one("emailAddress", lead.email)
         if existing is not None:
             return await self._update(existing, lead)
-        payload = {**self._lead_payload(lead), **self._ownership()}
+        created = with_defaults(lead, defaults or {}, self._declared)
+        payload = {**self._lead_payload(created), **self._ownership()}
         response = await self.client.request("POST", "/Lead", json=payload, expect=(409,))
         if response.status_code == 409:
             duplicates = response.json() if isinstance(response.json(), list) else []
@@ -237,13 +252,19 @@ class EspoCRM(ConnectorBase):
         self.client.log.info("[ESPO_CLIENT] created Lead {}", record.get("id"))
         return UpsertResult(self._to_lead(record), created=True)
 
+    async def update_lead(self, lead_id: str, lead: Lead) -> Lead | None:
+        existing = await self._read_ours(lead_id)
+        if existing is None:
+            return None
+        return (await self._update(existing, self._normalise(lead))).lead
+
     async def _update(self, existing: Mapping[str, Any], lead: Lead) -> UpsertResult:
         if not self._is_ours(existing):
             raise PermanentError("refusing to update a lead of another tenant")
-        payload = self._lead_payload(lead)
-        # A status the user did not state must not reset a lead already in progress.
-        if existing.get("status") and payload.get("status") == "New":
-            payload.pop("status")
+        # Only what changes is written: a replay of the same upsert (a crash between the
+        # CRM's answer and the journal's record of it) then writes nothing at all.
+        payload = {key: value for key, value in self._lead_payload(lead).items()
+                   if existing.get(key) != value}
         if not payload:
             return UpsertResult(self._to_lead(existing), created=False)
         response = await self.client.request("PUT", f"/Lead/{existing['id']}", json=payload)
@@ -259,8 +280,10 @@ class EspoCRM(ConnectorBase):
             where.append({"type": "equals", "attribute": "phoneNumber", "value": self._phone_out(phone)})
         if query.email:
             where.append({"type": "equals", "attribute": "emailAddress", "value": query.email.strip()})
-        if query.status:
-            where.append({"type": "equals", "attribute": "status", "value": query.status})
+        for name, value in query.fields.items():
+            if name not in self._declared.names:
+                return []  # no lead has a field this CRM does not declare
+            where.append({"type": "equals", "attribute": name, "value": value})
         for word in (query.text or "").split():
             where.append({"type": "or", "value": [
                 {"type": "contains", "attribute": attribute, "value": word}
@@ -269,14 +292,19 @@ class EspoCRM(ConnectorBase):
         records = await self.client.list_records("Lead", where, limit=max(1, min(query.limit, 200)))
         return [self._to_lead(r) for r in records if self._is_ours(r)]
 
-    async def get_lead(self, lead_id: str) -> Lead | None:
-        if not lead_id or "/" in lead_id:
+    async def _read_ours(self, lead_id: str) -> dict[str, Any] | None:
+        # An id that is not one (CR, NUL, "?maxSize=", a path) is a lead that does not exist.
+        if not is_record_id(lead_id):
             return None
         response = await self.client.request("GET", f"/Lead/{lead_id}", expect=(404,))
         if response.status_code == 404:
             return None
         record = response.json()
-        return self._to_lead(record) if self._is_ours(record) else None
+        return record if isinstance(record, dict) and self._is_ours(record) else None
+
+    async def get_lead(self, lead_id: str) -> Lead | None:
+        record = await self._read_ours(lead_id)
+        return None if record is None else self._to_lead(record)
 
     async def list_leads(self, limit: int = 50, offset: int = 0) -> list[Lead]:
         records = await self.client.list_records(
@@ -290,12 +318,13 @@ class EspoCRM(ConnectorBase):
             raise ToolError(f"entity {entity!r} is not available; allowed: {', '.join(self.entities)}")
         tenant_field = self.config.tenant_field
         clean = {k: v for k, v in fields.items()
-                 if k not in _NEVER_FROM_INPUT and k != tenant_field and k != "tenantId"}
+                 if k not in _NEVER_FROM_INPUT and k != tenant_field and k != "tenantId"
+                 and not _USER_OR_TEAM_RE.search(k)}
         if isinstance(clean.get("name"), str):
             clean["name"] = strip_bad_characters(clean["name"])
         lead_id = clean.get("leadId")
         # A link to a lead is a read of that lead: it must be this tenant's.
-        if lead_id is not None and (not isinstance(lead_id, str) or await self.get_lead(lead_id) is None):
+        if lead_id is not None and (not is_record_id(lead_id) or await self.get_lead(lead_id) is None):
             raise ToolError(f"lead {lead_id!r} not found")
         response = await self.client.request("POST", f"/{entity}", json={**clean, **self._ownership()})
         record = response.json()

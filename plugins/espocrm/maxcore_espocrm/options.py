@@ -8,18 +8,12 @@ the customization appends with ``__APPEND__``.
 
 from __future__ import annotations
 
-from maxcore.leads import INDUSTRY_OPTIONS, SOURCE_OPTIONS, STATUS_OPTIONS
+from .vocabulary import LEAD_INDUSTRY, LEAD_OPTIONS, LEAD_SOURCE, LEAD_STATUS
 
-# The core's reference options are EspoCRM 8.3's (the embedded CRM follows them too),
-# with "WhatsApp" last in source, as custom/.../entityDefs/Lead.json appends it.
-LEAD_STATUS: tuple[str, ...] = STATUS_OPTIONS
-LEAD_SOURCE: tuple[str, ...] = SOURCE_OPTIONS
-LEAD_INDUSTRY: tuple[str, ...] = INDUSTRY_OPTIONS
-LEAD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "status": LEAD_STATUS,
-    "source": LEAD_SOURCE,
-    "industry": LEAD_INDUSTRY,
-}
+__all__ = [
+    "LEAD_CORE_ATTRIBUTES", "LEAD_CUSTOM_ATTRIBUTES", "LEAD_INDUSTRY", "LEAD_OPTIONS", "LEAD_SOURCE",
+    "LEAD_STATUS", "RECORD_FIELDS",
+]
 
 # Lead attributes the plugin writes. The custom ones must exist in the customization.
 LEAD_CORE_ATTRIBUTES = (

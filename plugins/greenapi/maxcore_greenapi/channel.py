@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,9 @@ import attrs
 from loguru import logger
 
 from maxcore.connectors import ChannelBase, ConnectorContext, Submit, WebhookRequest
-from maxcore.errors import MaxcoreError, PermanentError, WebhookError
+from maxcore.errors import MaxcoreError, PermanentError, RetryableError, WebhookError
 from maxcore.types import FIXED_REPLY, Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
-from maxcore.webhooks import json_body, require
+from maxcore.webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, json_body, require
 
 from .client import GreenApiClient, RateLimited, split_message
 from .config import GreenApiConfig
@@ -70,6 +71,26 @@ async def _once_more_if_limited(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
 
 
+def _dump(body: Any) -> str:
+    try:
+        return json.dumps(body, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError) as exc:
+        return f"<notification body not representable: {type(exc).__name__}>"
+
+
+def _ids(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(chat id, message id) of a notification, where it has them as strings."""
+    sender = data.get("senderData")
+    chat = sender.get("chatId") if isinstance(sender, dict) else None
+    message_id = data.get("idMessage")
+    return (chat if isinstance(chat, str) else None,
+            message_id if isinstance(message_id, str) else None)
+
+
+class JournalLag(RetryableError):
+    """An interrupted send is not in the outgoing journal, which may still lag: ask later."""
+
+
 def health_of(state: str) -> Health:
     status, reason = HEALTH_BY_STATE.get(
         state, ("degraded", f"{state} (unknown state) — fix: look at the instance in the Green-API console"))
@@ -81,6 +102,8 @@ class GreenApiChannel(ChannelBase):
 
     name = CHANNEL
     Config = GreenApiConfig
+    # lastOutgoingMessages tells whether an interrupted send went out (contract §10).
+    can_reconcile = True
 
     def __init__(self, config: GreenApiConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -147,21 +170,38 @@ class GreenApiChannel(ChannelBase):
         return str(self.config.instance_id)
 
     def _check_token(self, request: WebhookRequest) -> None:
+        # One answer for every refusal (and for an unknown instance, from the core): the
+        # caller learns nothing about which instances exist or how they are set up. The
+        # log says which it was.
         expected = self.config.webhook_token
-        if not expected:
-            raise WebhookError(401, "webhooks are disabled for this instance (polling mode)")
         given = (request.header("authorization") or "").strip()
         # Green-API sends "Bearer <token>"; its own sample servers also accept the bare token.
         if given[:7].lower() == "bearer ":
             given = given[7:].strip()
-        if not given:
-            raise WebhookError(401, "missing Authorization header (Bearer <webhook token>)")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise WebhookError(401, "invalid webhook token")
+        if not expected:
+            why = "webhooks are disabled for this instance (polling mode)"
+        elif not given:
+            why = "missing Authorization header (Bearer <webhook token>)"
+        elif not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+            why = "invalid webhook token"
+        else:
+            return
+        logger.bind(tenant=self.tenant).info("[GREENAPI_WEBHOOK] webhook refused: {}", why)
+        raise WebhookError(401, UNAUTHORISED)
 
     async def parse_webhook(self, request: WebhookRequest) -> list[InboundMessage]:
         self._check_token(request)
-        return self.handle_notification(json_body(request), "webhook")
+        data = json_body(request)
+        try:
+            return self.handle_notification(data, "webhook")
+        except WebhookError as exc:
+            # Authenticated: Green-API would redeliver a refused body for a day. It is
+            # answered 200 and kept as a dead letter instead.
+            raise UnprocessableBody(exc.reason, *_ids(data)) from None
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not become a 500
+            logger.bind(tenant=self.tenant).opt(exception=exc).error(
+                "[GREENAPI_WEBHOOK] notification could not be parsed: {}: {}", type(exc).__name__, exc)
+            raise UnprocessableBody(f"{type(exc).__name__}: {exc}", *_ids(data)) from None
 
     def handle_notification(self, data: dict[str, Any], transport: str) -> list[InboundMessage]:
         """Classify, log and return the messages to record (both transports)."""
@@ -228,8 +268,11 @@ class GreenApiChannel(ChannelBase):
         if isinstance(body, dict):
             try:
                 messages = self.handle_notification(body, "polling")
-            except WebhookError as exc:
-                log.warning("[GREENAPI_WEBHOOK] malformed notification {} dropped: {}", receipt, exc)
+            except Exception as exc:  # noqa: BLE001 - kept as a dead letter, the queue goes on
+                reason = exc.reason if isinstance(exc, WebhookError) else f"{type(exc).__name__}: {exc}"
+                log.warning("[GREENAPI_WEBHOOK] malformed notification {} kept as a dead letter: {}",
+                            receipt, reason)
+                messages = [dead_letter(self.tenant, CHANNEL, _dump(body), reason, *_ids(body))]
         else:
             log.warning("[GREENAPI_WEBHOOK] notification {} has no body; dropped", receipt)
         for message in messages:
@@ -258,7 +301,45 @@ class GreenApiChannel(ChannelBase):
             first_id = first_id or provider_id
             log.info("[GREENAPI_SEND] sent part {}/{} ({} chars) to chat {}: idMessage {}",
                      index + 1, len(parts), len(part), message.chat_id, provider_id)
+        if self._state == "notAuthorized":
+            # Accepted and kept up to 24 h by Green-API until the QR code is scanned (§12).
+            log.warning("[GREENAPI_SEND] instance not authorised: the reply is queued at Green-API, "
+                        "not delivered — fix: scan the QR code in the Green-API console")
+            return SendResult(message_id=first_id, status="queued")
         return SendResult(message_id=first_id)
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+        """Look for an interrupted send in the outgoing journal (``lastOutgoingMessages``):
+        every part of ``text`` sent by the API to ``chat_id`` since ``since``. Not there
+        yet while the journal may still lag (``outgoing_journal_lag_s`` from ``since``):
+        raise RetryableError so the inbox asks again once the lag has passed."""
+        elapsed = time.time() - since
+        minutes = max(1, int(elapsed // 60) + 2)
+        journal = await self.client.last_outgoing(minutes)
+        # Timestamps are whole seconds: a send in the second ``since`` falls in counts.
+        earliest = int(since) - 1
+        found: dict[str, str | None] = {}
+        for entry in journal:
+            if (entry.get("chatId") == chat_id and entry.get("sendByApi") is not False
+                    and isinstance(entry.get("timestamp"), int) and entry["timestamp"] >= earliest):
+                found.setdefault(str(entry.get("textMessage")), entry.get("idMessage"))
+        parts = split_message(text)
+        log = logger.bind(tenant=self.tenant)
+        if all(part in found for part in parts):
+            status = "queued" if any(e.get("statusMessage") == "pending" for e in journal
+                                     if e.get("idMessage") == found[parts[0]]) else "sent"
+            return SendResult(message_id=found[parts[0]], status=status)
+        lag = self.config.outgoing_journal_lag_s
+        if elapsed < lag:
+            log.info("[GREENAPI_SEND] interrupted send to chat {} not in the outgoing journal yet; "
+                     "asking again in {:.1f}s", chat_id, lag - elapsed)
+            raise JournalLag(f"Green-API outgoing journal may lag {lag:g}s; the send started "
+                             f"{elapsed:.1f}s ago", retry_after=lag - elapsed)
+        if any(part in found for part in parts):
+            # Some parts of a long reply went out: sending again repeats them (at least once).
+            log.warning("[GREENAPI_SEND] only some parts of an interrupted send to chat {} went "
+                        "out: sending the whole reply again", chat_id)
+        return None
 
     def resend_text(self, message: InboundMessage) -> str:
         """What to answer when Green-API could not deliver the sender's message to us."""

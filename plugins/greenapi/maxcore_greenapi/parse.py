@@ -2,7 +2,7 @@
 
 One parser for both transports: a webhook body and the ``body`` of a
 ``receiveNotification`` answer are the same document. The text rendering per
-``typeMessage`` is maxcore's contract (contracts/greenapi/INDEX.md).
+``typeMessage`` is maxcore's contract (its table: tests/fixtures/greenapi/INDEX.md).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from maxcore.errors import WebhookError
 from maxcore.types import InboundMessage, Media
 from maxcore.webhooks import require
 
@@ -52,6 +53,29 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _shown(value: Any) -> Any:
+    """A value as a log summary may show it: scalars (strings cut), else the type name."""
+    if isinstance(value, str):
+        return value if len(value) <= 80 else value[:79] + "…"
+    if value is None or isinstance(value, bool | int | float):
+        return value if not isinstance(value, int) or abs(value) < 10**20 else "<huge int>"
+    return f"<{type(value).__name__}>"
+
+
+def _number(data: dict[str, Any], key: str, path: str) -> int | float | None:
+    """An optional number field; anything else breaks the contract (400, then dead letter)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 1e15:
+        raise WebhookError(400, f"field {path} must be a number, got {_shown(value)!r}")
+    return value
+
+
+# Seconds since 1970: anything past year 5138 is not a Green-API timestamp.
+MAX_TIMESTAMP = 10**11
+
+
 def phone_of(jid: str | None) -> str | None:
     """``33612345678@c.us`` → ``+33612345678``; lid and group ids carry no phone."""
     if not jid or not jid.endswith("@c.us"):
@@ -67,7 +91,7 @@ def parse_notification(data: dict[str, Any], tenant: str, ignore_groups: bool = 
         return _incoming(data, tenant, ignore_groups)
     if kind in ECHO_TYPES:
         chat = _str(_dict(data.get("senderData")).get("chatId")) or _str(data.get("chatId"))
-        status = f" status {data.get('status')}" if kind == "outgoingMessageStatus" else ""
+        status = f" status {_shown(data.get('status'))}" if kind == "outgoingMessageStatus" else ""
         return Parsed(IGNORE, kind, "DEBUG",
                       f"{kind}{status} for chat {chat} ignored (the bot's own traffic)")
     if kind == "stateInstanceChanged":
@@ -76,12 +100,13 @@ def parse_notification(data: dict[str, Any], tenant: str, ignore_groups: bool = 
     if kind == "quotaExceeded":
         quota = _dict(data.get("quotaData"))
         return Parsed(WARN, kind, "WARNING",
-                      f"quota exceeded: {quota.get('status')} ({quota.get('used')}/{quota.get('total')}"
-                      f" {quota.get('method')}): {quota.get('description') or ''}".rstrip(": "))
+                      f"quota exceeded: {_shown(quota.get('status'))} ({_shown(quota.get('used'))}/"
+                      f"{_shown(quota.get('total'))} {_shown(quota.get('method'))}): "
+                      f"{_shown(quota.get('description')) or ''}".rstrip(": "))
     if kind in INFO_TYPES:
-        return Parsed(IGNORE, kind, "INFO",
-                      f"{kind} from {data.get('from')} status {data.get('status')} (not answered)")
-    return Parsed(IGNORE, kind, "INFO", f"unknown notification type {kind!r} ignored")
+        return Parsed(IGNORE, kind, "INFO", f"{kind} from {_shown(data.get('from'))} status "
+                                            f"{_shown(data.get('status'))} (not answered)")
+    return Parsed(IGNORE, kind, "INFO", f"unknown notification type {_shown(kind)!r} ignored")
 
 
 def _incoming(data: dict[str, Any], tenant: str, ignore_groups: bool) -> Parsed:
@@ -115,7 +140,9 @@ def _incoming(data: dict[str, Any], tenant: str, ignore_groups: bool) -> Parsed:
         action, level, text = RESEND_PROMPT, "WARNING", ""
         context["marker"] = marker.strip("{}")
         context["llm"] = False
-    timestamp = data.get("timestamp")
+    timestamp = _number(data, "timestamp", "timestamp")
+    if timestamp is not None and not 0 <= timestamp < MAX_TIMESTAMP:
+        raise WebhookError(400, f"field timestamp is not a time in seconds: {_shown(timestamp)!r}")
     context.update({
         "type_message": type_message, "sender": sender, "greenapi_action": action,
         "dedupe_key": f"{chat_id}_{message_id}",
@@ -125,7 +152,7 @@ def _incoming(data: dict[str, Any], tenant: str, ignore_groups: bool) -> Parsed:
         sender_name=_str(sender_data.get("senderName")) or _str(sender_data.get("chatName")) or None,
         sender_phone=phone_of(sender), kind=type_message, media=media,
         quoted_text=context.get("quoted_text"),
-        **({"received_at": float(timestamp)} if isinstance(timestamp, int | float) else {}),
+        **({"received_at": float(timestamp)} if timestamp is not None else {}),
         metadata=context,
     )
     summary = f"{type_message} {message_id} from chat {chat_id}"
@@ -150,14 +177,20 @@ def _render(type_message: str, body: dict[str, Any]) -> tuple[str, Media | None,
         return _str(file.get("caption")) or "", media, context
     if type_message == "locationMessage":
         place = _dict(body.get("locationMessageData"))
-        lat, lon = place.get("latitude"), place.get("longitude")
+        path = "messageData.locationMessageData"
+        lat = _number(place, "latitude", f"{path}.latitude")
+        lon = _number(place, "longitude", f"{path}.longitude")
         names = ", ".join(p for p in (_str(place.get("nameLocation")), _str(place.get("address"))) if p)
         text = "Location: " + (f"{names} " if names else "") + f"({lat!r}, {lon!r})"
         coordinates = {"latitude": lat, "longitude": lon}
         return text, None, {**coordinates, "location": coordinates}
     if type_message == "contactMessage":
         contact = _dict(body.get("contactMessageData"))
-        return f"Contact: {_str(contact.get('displayName')) or ''}", None, {"vcard": contact.get("vcard")}
+        vcard = contact.get("vcard")
+        if vcard is not None and not isinstance(vcard, str):
+            raise WebhookError(400, "field messageData.contactMessageData.vcard must be a string, "
+                                    f"got {_shown(vcard)!r}")
+        return f"Contact: {_str(contact.get('displayName')) or ''}", None, {"vcard": vcard}
     if type_message == "editedMessage":
         edited = _dict(body.get("editedMessageData"))
         return (_str(edited.get("textMessage")) or "", None,

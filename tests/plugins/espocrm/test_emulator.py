@@ -1,4 +1,4 @@
-"""The EspoCRM 8.3 emulator follows the contract (../shared/contracts/espocrm.md)."""
+"""The EspoCRM 8.3 emulator follows the contract (EspoCRM 8.3.6's REST API, read from its source)."""
 
 from __future__ import annotations
 

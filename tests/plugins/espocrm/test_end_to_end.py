@@ -57,3 +57,16 @@ async def test_demo_sentence_lands_in_espocrm_per_tenant(espo: EspoEmulator, tmp
         assert len(espo.records("Lead")) == 2
         updated = await r.runtime.tenant("acme").memory.audit_log(action="lead_updated")
         assert [entry.details["lead_id"] for entry in updated] == [by_tenant["acme"]["id"]]
+
+
+def test_check_refuses_lead_defaults_espocrm_does_not_allow(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from maxcore import cli as cli_module
+
+    bad = TENANT.format(tenant="acme", url="https://crm.example.com", key="k", source="Banana")
+    config = write_config(tmp_path / "config", {"acme": bad}, data_dir=tmp_path / "data")
+    result = CliRunner().invoke(cli_module.cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert ("acme.yaml: assistant.lead_defaults.source: 'Banana' is not one of Call, Email, "
+            "Existing Customer") in result.output

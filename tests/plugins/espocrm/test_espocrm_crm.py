@@ -21,15 +21,19 @@ from maxcore.types import Lead
 
 from .conftest import API_KEY
 
+_IDENTITY = ("first_name", "last_name", "phone", "email", "company", "id")
+
 
 def _lead(**overrides: Any) -> Lead:
+    """Identity keys go to the Lead, every other key to its fields (EspoCRM's names)."""
     values: dict[str, Any] = {
         "first_name": "Jean", "last_name": "Dupont", "phone": "+33612345678",
         "email": "jean@dupont.fr", "company": "Dupont BTP", "industry": "Construction",
         "status": "New", "source": "WhatsApp",
     }
     values.update(overrides)
-    return Lead(**values)
+    fields = {k: v for k, v in values.items() if k not in _IDENTITY and v is not None}
+    return Lead(**{k: v for k, v in values.items() if k in _IDENTITY}, fields=fields)
 
 
 class TestEspoCRM(CRMContract):
@@ -61,13 +65,27 @@ async def test_written_lead_carries_tenant_and_exact_values(
 ) -> None:
     a, _ = pair
     result = await a.upsert_lead(_lead(industry="btp", phone="06 12 34 56 78", source="whatsapp",
-                                       company="Dupont <BTP>=", custom={"aiSummary": "veut un devis"}))
+                                       company="Dupont <BTP>=", aiSummary="veut un devis"))
     [stored] = espo.records("Lead")
     assert stored["tenantId"] == "tenant-a"
     assert stored["industry"] == "Construction" and stored["source"] == "WhatsApp"
     assert stored["phoneNumber"] == "+33612345678" and stored["accountName"] == "Dupont BTP"
     assert stored["aiSummary"] == "veut un devis"
-    assert result.lead.custom == {"aiSummary": "veut un devis"}
+    assert result.lead.fields == {"industry": "Construction", "source": "WhatsApp", "status": "New",
+                                  "aiSummary": "veut un devis"}
+
+
+async def test_an_upsert_repeated_writes_only_what_changed(
+    pair: tuple[EspoCRM, EspoCRM], espo: EspoEmulator
+) -> None:
+    a, _ = pair
+    first = await a.upsert_lead(_lead())
+    await a.upsert_lead(_lead())  # a replay after a crash: the same values again
+    assert not [r for r in espo.requests if r[0] == "PUT"]
+    moved = await a.upsert_lead(_lead(status="In Process"))
+    assert moved.lead.id == first.lead.id and moved.lead.fields["status"] == "In Process"
+    [put] = [r for r in espo.requests if r[0] == "PUT"]
+    assert put[1] == f"/api/v1/Lead/{first.lead.id}"
 
 
 async def test_every_list_request_filters_by_tenant(
@@ -75,7 +93,7 @@ async def test_every_list_request_filters_by_tenant(
 ) -> None:
     a, _ = pair
     await a.upsert_lead(_lead())
-    await a.search_leads(LeadQuery(text="Jean Dupont", status="New"))
+    await a.search_leads(LeadQuery(text="Jean Dupont", fields={"status": "New"}))
     await a.search_leads(LeadQuery(email="jean@dupont.fr"))
     await a.list_leads()
     lists = [dict(query) for method, path, query in espo.queries
@@ -87,13 +105,46 @@ async def test_every_list_request_filters_by_tenant(
         assert int(params["maxSize"]) <= 200
 
 
-async def test_status_not_reset_to_new_on_update(pair: tuple[EspoCRM, EspoCRM]) -> None:
+async def test_defaults_on_create_only_and_a_stated_status_is_written(pair: tuple[EspoCRM, EspoCRM]) -> None:
     a, _ = pair
-    first = await a.upsert_lead(_lead(status="In Process"))
-    again = await a.upsert_lead(_lead(status="New", description="relancé"))
-    assert again.lead.id == first.lead.id and again.lead.status == "In Process"
-    moved = await a.upsert_lead(_lead(status="converti"))
-    assert moved.lead.status == "Converted"
+    first = await a.upsert_lead(_lead(status=None), defaults={"status": "nouveau", "source": "wa"})
+    assert (first.lead.fields["status"], first.lead.fields["source"]) == ("New", "WhatsApp")
+    moved = await a.upsert_lead(_lead(status="en cours"), defaults={"status": "New"})
+    assert moved.lead.id == first.lead.id and moved.lead.fields["status"] == "In Process"
+    # Defaults never touch an update; a status the user states ("back to New") is written.
+    kept = await a.upsert_lead(_lead(status=None, description="relancé"), defaults={"status": "New"})
+    assert kept.lead.fields["status"] == "In Process"
+    back = await a.upsert_lead(_lead(status="New"))
+    assert back.lead.fields["status"] == "New"
+
+
+async def test_update_lead_by_id_and_odd_ids(pair: tuple[EspoCRM, EspoCRM], espo: EspoEmulator) -> None:
+    a, b = pair
+    lead = (await a.upsert_lead(_lead())).lead
+    updated = await a.update_lead(lead.id, Lead(email="j@dupont.fr", fields={"industry": "immobilier"}))
+    assert updated is not None and updated.email == "j@dupont.fr"
+    assert updated.fields["industry"] == "Real Estate" and updated.fields["status"] == "New"
+    assert await b.update_lead(lead.id, Lead(company="B")) is None
+    before = len(espo.requests)
+    for odd in ("\r", "\x00", "?maxSize=1", "../Account", "a/b"):
+        assert await a.update_lead(odd, Lead(company="x")) is None
+        assert await a.get_lead(odd) is None
+        with pytest.raises(ToolError, match="not found"):
+            await a.create_record("DiagnosticIA", {"name": "x", "leadId": odd})
+    assert len(espo.requests) == before  # refused before any request
+
+
+async def test_tenant_synonyms_from_yaml(make_espocrm: Callable[..., EspoCRM], espo: EspoEmulator) -> None:
+    crm = make_espocrm("tenant-a", synonyms={"industry": {"Construction": ("gros œuvre",)}})
+    await crm.open()
+    try:
+        result = await crm.upsert_lead(_lead(industry="Gros Oeuvre"))
+        assert result.lead.fields["industry"] == "Construction"
+        schema = (await crm.lead_schema()).field("industry")
+        assert schema is not None
+        assert "gros œuvre" in schema.json_schema(shown=True)["x-synonyms"]["Construction"]
+    finally:
+        await crm.close()
 
 
 async def test_enum_refused_with_allowed_values(pair: tuple[EspoCRM, EspoCRM], espo: EspoEmulator) -> None:
@@ -178,6 +229,26 @@ async def test_create_records_of_custom_entities(pair: tuple[EspoCRM, EspoCRM], 
     assert espo.records("MissionMAX")[0]["status"] == "Planned" and mission.id
     with pytest.raises(ToolError, match="not available"):
         await a.create_record("Account", {"name": "x"})
+
+
+async def test_records_are_assigned_only_to_the_tenants_own_user_and_teams(
+    make_espocrm: Callable[..., EspoCRM], espo: EspoEmulator
+) -> None:
+    crm = make_espocrm("tenant-a", assigned_user_id="user-sales", teams_ids=("team-a",))
+    other = make_espocrm("tenant-b")
+    await crm.open()
+    await other.open()
+    try:
+        stolen = {"assignedUserId": "user-of-b", "assignedUserName": "B", "teamsIds": ["team-b"],
+                  "assignedUsersIds": ["user-of-b"], "teamsNames": {"team-b": "B"}}
+        await crm.create_record("MissionMAX", {"name": "Relancer", **stolen})
+        await other.create_record("MissionMAX", {"name": "Relancer", **stolen})
+        mine, theirs = espo.records("MissionMAX")
+        assert mine["assignedUserId"] == "user-sales" and mine["teamsIds"] == ["team-a"]
+        assert theirs.get("assignedUserId") is None and not theirs.get("teamsIds")
+    finally:
+        await crm.close()
+        await other.close()
 
 
 async def test_assignment_and_teams_from_config(
@@ -344,6 +415,10 @@ async def test_national_phone_format_when_international_is_off(tmp_path: Path) -
         ({"url": "https://crm.example.com", "api_key": "k", "auth": "basic"}, "crm.auth"),
         ({"url": "https://crm.example.com", "api_key": "k", "timeout_s": 0}, "crm.timeout_s"),
         ({"url": "https://crm.example.com", "api_key": "k", "tenantField": "x"}, "crm.tenantField"),
+        ({"url": "https://crm.example.com", "api_key": "k", "synonyms": {"industry": {"Banana": ["x"]}}},
+         "crm.synonyms.industry.Banana"),
+        ({"url": "https://crm.example.com", "api_key": "k", "synonyms": {"colour": {"Red": ["x"]}}},
+         "crm.synonyms.colour"),
     ],
 )
 def test_config_errors_name_the_key(settings: dict[str, Any], problem: str) -> None:

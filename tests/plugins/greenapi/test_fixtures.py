@@ -1,4 +1,4 @@
-"""Every contract fixture does what contracts/greenapi/expectations.json says.
+"""Every contract fixture does what tests/fixtures/greenapi/expectations.json says.
 
 Two levels per fixture: the channel's parser (the InboundMessage it builds, the log
 level) and the whole server (HTTP 200, the inbox, whether the model ran, what was sent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,19 +93,26 @@ async def test_refusals(make_config: Callable[..., Path], emulator: GreenApiEmul
         assert crossed.status_code == 401
         unknown = json.dumps(text_message("3EB0REFUSE0002", instance=7105999999))
         not_found = await post("/webhooks/greenapi", content=unknown, headers=bearer())
-        assert not_found.status_code == 404
+        # An unknown instance gets the very answer a wrong token gets: ids are not enumerable.
+        assert not_found.status_code == 401 and not_found.json() == wrong.json() == missing.json()
         garbage = await post("/webhooks/greenapi", content=b"{not json", headers=bearer())
         assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["error"]
         no_instance = await post("/webhooks/greenapi", content=b'{"typeWebhook": "x"}', headers=bearer())
         assert no_instance.status_code == 400
         assert "instanceData" in no_instance.json()["error"]
+        # Authenticated but unusable: 200 (Green-API would redeliver anything else for a
+        # day) and a dead letter holding the raw body and the reason.
         no_type = json.dumps({"instanceData": {"idInstance": INSTANCE}})
         untyped = await post("/webhooks/greenapi", content=no_type, headers=bearer())
-        assert untyped.status_code == 400 and "typeWebhook" in untyped.json()["error"]
+        assert untyped.status_code == 200 and untyped.json()["dead_letters"] == 1
         no_chat = text_message("3EB0REFUSE0003")
         del no_chat["senderData"]["chatId"]
         chatless = await post("/webhooks/greenapi", content=json.dumps(no_chat), headers=bearer())
-        assert chatless.status_code == 400 and "senderData.chatId" in chatless.json()["error"]
+        assert chatless.status_code == 200 and chatless.json()["dead_letters"] == 1
+        with sqlite3.connect(r.runtime.inbox.path) as conn:  # what `maxcore inbox` shows
+            dead = dict(conn.execute("SELECT last_error, payload FROM inbox WHERE state = 'dead'"))
+        assert set(dead) == {"missing field typeWebhook", "missing field senderData.chatId"}
+        assert json.loads(dead["missing field typeWebhook"])["metadata"]["raw_body"] == no_type
         huge = json.dumps({**text_message("3EB0REFUSE0004"), "pad": "x" * 2_000_000})
         too_big = await post("/webhooks/greenapi", content=huge, headers=bearer())
         assert too_big.status_code == 413

@@ -13,6 +13,8 @@ from maxcore.testing.postgres import PostgresCluster, apply_sql_files, prepare_s
 
 from .conftest import MIGRATIONS, TABLES
 
+pytestmark = pytest.mark.slow  # a real PostgreSQL server
+
 psycopg = pytest.importorskip("psycopg")
 
 
