@@ -1,7 +1,0 @@
-"""maxcore memory connector on Supabase (``memory: {type: supabase}``)."""
-
-from __future__ import annotations
-
-from .memory import SupabaseMemory, SupabaseMemoryConfig
-
-__all__ = ["SupabaseMemory", "SupabaseMemoryConfig"]
