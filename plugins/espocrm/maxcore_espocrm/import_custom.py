@@ -27,6 +27,8 @@ from typing import Any
 import attrs
 import click
 
+from maxcore.cli import config_option
+
 CUSTOM_ROOT = Path("Espo") / "Custom"
 
 
@@ -129,13 +131,15 @@ def espocrm() -> None:
 
 
 @espocrm.command("import-custom")
+@config_option
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--into", "target", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="the customization to merge into (default: deploy/espocrm/custom of this checkout)")
-def import_custom_command(path: Path, target: Path | None) -> None:
+def import_custom_command(config_dir: Path, path: Path, target: Path | None) -> None:
     """Merge an existing EspoCRM custom/ folder (PATH) into the shipped customization.
 
-    Exit status 1 when there were conflicts (the shipped side was kept for each)."""
+    Exit status 1 when there were conflicts (the shipped side was kept for each). The
+    merge reads no maxcore configuration (--config is accepted like by every command)."""
     into = target or shipped_custom_dir()
     if not (into / CUSTOM_ROOT).is_dir():
         raise click.UsageError(f"{into}: no Espo/Custom folder to merge into (use --into)")
