@@ -34,7 +34,7 @@ from maxcore.testing.greenapi_emulator import GreenApiEmulator
 from maxcore.testing.server import ServerThread
 
 from .conftest import DEPLOY, REPO, require_binary
-from .docker_engine import BRIDGE_IP, STANDINS, Engine, ensure_standin_images, start_engine
+from .docker_engine import BRIDGE_IP, CACHE, STANDINS, Engine, ensure_standin_images, start_engine
 from .nginx_stack import make_certificate
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def wheelhouse() -> Path:
     constraints = DEPLOY / "maxcore" / "constraints.txt"
     import hashlib
 
-    target = Path("/var/cache/maxcore-test-docker") / (
+    target = CACHE / (
         "wheels-" + hashlib.sha256(constraints.read_bytes()).hexdigest()[:16])
     if not (target / ".complete").exists():
         shutil.rmtree(target, ignore_errors=True)
