@@ -219,6 +219,8 @@ def stack() -> Iterator[Stack]:
     finally:
         try:
             s.compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=300)
+            # Untagged images of earlier builds: the cache stays the size of one stack.
+            engine.docker("image", "prune", "-f", check=False)
         finally:
             wheels.stop()
             green_server.stop()
