@@ -25,7 +25,7 @@ from loguru import logger
 
 from .config.models import InboxConfig
 from .inbox import Entry, InboxFull, WorkScheduler
-from .types import InboundMessage, Media
+from .types import InboundMessage, Media, MessageKind
 from .webhooks import clean_text
 
 SCHEMA = """
@@ -87,6 +87,11 @@ def encode_message(message: InboundMessage) -> str:
 def decode_message(payload: str) -> InboundMessage:
     data = json.loads(payload)
     media = data.pop("media", None)
+    kind = data.get("kind")
+    if kind not in MessageKind.__members__.values():
+        # Recorded before kinds were the core's (a provider's name): kept, as unknown.
+        data["kind"] = MessageKind.UNKNOWN
+        data["metadata"] = {**(data.get("metadata") or {}), "provider_kind": kind}
     return InboundMessage(**data, media=Media(**media) if media else None)
 
 
