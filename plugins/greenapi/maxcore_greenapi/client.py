@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from typing import Any
 
 import httpx
@@ -17,11 +18,15 @@ from loguru import logger
 
 from maxcore.errors import PermanentError, RetryableError
 from maxcore.logs import REDACTOR
+from maxcore.outbound import split_text
 from maxcore.webhooks import BodyRejected, decode_json
 
 from .config import GreenApiConfig
 
 MAX_MESSAGE_CHARS = 20_000
+# /waInstance1101000001/sendMessage/<token>  →  /waInstance1101000001/sendMessage/***
+# (the channel declares it as a redact pattern: every log line hides the token).
+URL_TOKEN_RE = re.compile(r"/waInstance\d+/[A-Za-z]+/(?P<secret>[^/\s?\"'#]+)")
 MAX_RETRY_AFTER_S = 30.0
 
 
@@ -193,23 +198,5 @@ def _backoff(attempt: int, initial: float, retry_after: float | None) -> float:
 
 
 def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Cut ``text`` into parts of at most ``limit`` characters, on paragraph boundaries
-    when possible, then on line ends, then on spaces, and only as a last resort mid-word."""
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = -1
-        for separator in ("\n\n", "\n", " "):
-            cut = window.rfind(separator)
-            if cut > 0:
-                break
-        if cut <= 0:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n ")
-    if rest:
-        parts.append(rest)
-    return [p for p in parts if p]
+    """``text`` in parts of at most ``limit`` characters (:func:`maxcore.outbound.split_text`)."""
+    return split_text(text, limit)
