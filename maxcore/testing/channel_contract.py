@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,6 +65,10 @@ class ChannelDriver:
     def settings(self, tenant: int) -> dict[str, Any]:
         """The tenant's ``channel:`` YAML block, without ``type``."""
         raise NotImplementedError
+
+    def started(self, channels: Sequence[Any]) -> None:
+        """Called with the two tenants' open channel instances once maxcore runs (a
+        channel whose server hands out the credentials, as webchat sessions, gets them)."""
 
     def inbound(self, tenant: int, message_id: str, text: str) -> WebhookRequest:
         """A valid delivery of a text message with the provider id ``message_id`` (the
@@ -182,7 +186,9 @@ def _channel_case(body: Body) -> Callable[[Any, ChannelDriver, Path], None]:
             config = write_config(tmp_path / "contract-config", tenants, data_dir=tmp_path / "data")
             plugins, recorder = _plugins(channel_driver.channel)
             async with running(config, plugins) as served:
-                await body(self, ChannelRun(channel_driver, served, recorder.received))
+                run = ChannelRun(channel_driver, served, recorder.received)
+                channel_driver.started([run.channel(0), run.channel(1)])
+                await body(self, run)
 
         asyncio.run(go())
 

@@ -4,11 +4,12 @@ written as third parties would, pass ``ChannelContract``; so do the built-in web
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import attrs
 import pytest
 
 from maxcore import OutboundMessage, PermanentError, SendResult, WebhookRequest, hookimpl
+from maxcore.builtin.webchat import WebchatChannel
 from maxcore.logs import REDACTOR
 from maxcore.plugin_checks import connector_problems
 from maxcore.plugins import PluginSet, load_plugins
@@ -184,6 +186,62 @@ class TestMetaLikeChannel(ChannelContract):
     @pytest.fixture
     def channel_driver(self, provider: tuple[ProviderEmulator, str]) -> ChannelDriver:
         return MetaDriver(*provider)
+
+
+# -- the built-in webchat ------------------------------------------------------------------------
+def _claims_token(claims: dict[str, Any], signature: str = "A" * 43) -> str:
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{payload}.{signature}"
+
+
+class WebchatDriver(ChannelDriver):
+    """The webchat's sessions are handed out by the server (``new_session``): the driver
+    takes one per tenant once maxcore runs. Its replies go to the page (no provider, so
+    no send failure and no length limit) and it never echoes: those tests skip."""
+
+    channel = WebchatChannel
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.channels: list[Any] = []
+
+    def settings(self, tenant: int) -> dict[str, Any]:
+        return {}
+
+    def started(self, channels: Sequence[Any]) -> None:
+        self.channels = list(channels)
+        self.tokens = [channel.new_session("127.0.0.1")["token"] for channel in channels]
+
+    def inbound(self, tenant: int, message_id: str, text: str) -> WebhookRequest:
+        return WebhookRequest(headers={"authorization": f"Bearer {self.tokens[tenant]}",
+                                       "content-type": "application/json"},
+                              body=json.dumps({"text": text, "id": message_id}).encode())
+
+    def bad_auth(self, tenant: int, message_id: str) -> list[WebhookRequest]:
+        valid = self.inbound(tenant, message_id, "x")
+        payload, _, mac = self.tokens[tenant].partition(".")
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        forged = _claims_token({**claims, "c": "web-someone-else"}, mac)  # the claims changed
+        flipped = f"{payload}.{('B' if mac[0] == 'A' else 'A') + mac[1:]}"
+        return [attrs.evolve(valid, headers={"content-type": "application/json"}),
+                *(attrs.evolve(valid, headers={"authorization": f"Bearer {token}"})
+                  for token in (forged, flipped, "not-a-token"))]
+
+    def unroutable(self) -> WebhookRequest:
+        token = _claims_token({"t": "no-such-tenant", "c": "web-1", "exp": 4102444800})
+        return WebhookRequest(headers={"authorization": f"Bearer {token}"}, body=b'{"text": "x"}')
+
+    def chat_id(self, tenant: int) -> str:
+        return "web-contract"
+
+    def sent(self, tenant: int) -> list[str]:
+        return []
+
+
+class TestWebchatChannel(ChannelContract):
+    @pytest.fixture
+    def channel_driver(self) -> ChannelDriver:
+        return WebchatDriver()
 
 
 # -- what the contract does not cover ----------------------------------------------------------
