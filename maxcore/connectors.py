@@ -143,6 +143,14 @@ class Channel(Connector, Protocol):
     **Declarations read by the core and by** :class:`maxcore.testing.ChannelContract`:
     ``max_text_chars`` (the provider's limit per message; :meth:`send` splits longer
     texts) and, on every connector class, ``redact_patterns``.
+
+    **Reconciliation.** Optional, for providers that keep a record of sent messages:
+    ``can_reconcile = True`` and ``async def find_sent(chat_id, text, since) ->
+    SendResult | None``. The core calls it when a send was interrupted (started, no
+    result recorded): a result means "it went out, do not send again", None "it did
+    not", and a RetryableError (with ``retry_after``) "cannot tell yet" (the provider's
+    record lags). Channels without it (:class:`ChannelBase` says ``can_reconcile =
+    False``) get at-least-once sends.
     """
 
     routing: ClassVar[Routing]
@@ -186,7 +194,10 @@ class Channel(Connector, Protocol):
         """Deliver a reply, split at ``max_text_chars``.
 
         Raise ``RetryableError`` for what may pass later (rate limits, 5xx, timeouts)
-        and ``PermanentError`` for what never will (bad credentials, unknown chat).
+        and ``PermanentError`` for what never will (bad credentials, unknown chat). An
+        error raised for a message the provider certainly did not take (a 429, an
+        instance still booting) may carry ``not_sent = True``, so an interrupted-send
+        check is not needed before the retry.
         """
         ...
 
@@ -244,21 +255,27 @@ class CRM(Connector, Protocol):
 
 @runtime_checkable
 class Memory(Connector, Protocol):
-    """Conversation memory, facts, audit log and effect journal of the bound tenant."""
+    """Conversation memory of the bound tenant: history, facts, sessions, and the audit
+    table the core's outbox ships to.
+
+    The per-message journal (what a replay must not repeat) is the core's, not the
+    memory store's. A store may also offer ``async def purge_history(before: float) ->
+    int`` (conversation turns older than the epoch ``before``); the core's retention
+    calls it when present.
+    """
 
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]: ...
     async def append_history(self, chat_id: str, turns: Sequence[ChatTurn]) -> None: ...
     async def facts(self, chat_id: str) -> dict[str, Any]: ...
     async def remember(self, chat_id: str, key: str, value: Any) -> None: ...
-    async def audit(self, entry: AuditEntry) -> None: ...
+    async def audit_batch(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert audit rows, idempotently on ``entry.id``: a batch sent twice (the
+        outbox retries after a lost answer) leaves each row once."""
+        ...
+
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
     ) -> list[AuditEntry]: ...
-    async def get_effect(self, key: str) -> dict[str, Any] | None:
-        """The recorded result of a side effect already performed, or None."""
-        ...
-
-    async def put_effect(self, key: str, result: dict[str, Any]) -> None: ...
     async def forget(self, chat_id: str) -> int:
         """Erase one contact's memory and history; return the rows removed."""
         ...
@@ -340,13 +357,15 @@ class CRMBase(ConnectorBase):
 
 
 class ChannelBase(ConnectorBase):
-    """Base for channels: webhook-only by default (no receiver loop, no handshake).
+    """Base for channels: webhook-only by default (no receiver loop, no handshake), and
+    no record of sent messages to reconcile an interrupted send with.
 
     Declare ``routing`` (:class:`maxcore.routing.Routing`) and implement ``route_key``;
     :meth:`webhook_route_key` reads the declared place.
     """
 
     max_text_chars: ClassVar[int | None] = None
+    can_reconcile: ClassVar[bool] = False
 
     @classmethod
     def webhook_route_key(cls, request: WebhookRequest) -> str:
@@ -362,4 +381,7 @@ class ChannelBase(ConnectorBase):
                            {"Allow": "POST"})
 
     async def run_receiver(self, submit: Submit) -> None:
+        return None
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
         return None

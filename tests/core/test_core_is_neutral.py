@@ -1,10 +1,12 @@
 """The core knows no CRM's vocabulary and no provider's payload: no EspoCRM option list,
-no synonym table, no customer entity name, no Green-API URL shape or message type. Those belong to the CRM plugins (plugins/espocrm declares
-EspoCRM's; examples/maxcore-hubspot reads HubSpot's from its API).
+no synonym table, no customer entity name, no Green-API URL shape or message type. Those
+belong to the plugins (plugins/espocrm declares EspoCRM's vocabulary, examples/maxcore-hubspot
+reads HubSpot's from its API, plugins/greenapi maps Green-API's types and URL shape).
 
 ``maxcore/testing/espocrm/`` is left out on purpose: it is the EspoCRM 8.3 emulator,
 whose job is to reproduce EspoCRM's own metadata (core Lead options included) for the
-espocrm plugin's tests; it is test support, not the core's vocabulary.
+espocrm plugin's tests; it is test support, not the core's vocabulary. The Green-API
+emulator is left out for the same reason.
 """
 
 from __future__ import annotations

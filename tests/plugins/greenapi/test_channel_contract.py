@@ -43,7 +43,7 @@ class GreenApiDriver(ChannelDriver):
     def settings(self, tenant: int) -> dict[str, Any]:
         return {"instance_id": INSTANCES[tenant], "api_token": API_TOKENS[tenant],
                 "webhook_token": WEBHOOK_TOKENS[tenant], "api_url": self.api_url,
-                "backoff_initial_ms": 1, "max_send_attempts": 2}
+                "backoff_initial_ms": 1}
 
     def _notification(self, fixture: str, tenant: int, message_id: str) -> dict[str, Any]:
         body = load_fixture(fixture)
