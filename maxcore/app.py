@@ -106,7 +106,7 @@ async def webhook(request: Request) -> Response:
     channel authenticate and parse (POST) or answer a verification handshake (GET)."""
     runtime: Runtime = request.app.state.runtime
     channel_type = request.path_params["channel"]
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # Starlette adds HEAD to every GET route
         if len(request.url.query) > MAX_QUERY_CHARS:
             return _error(400, f"query string longer than {MAX_QUERY_CHARS} characters")
         return await _handshake(runtime, channel_type, _webhook_request(request, b""))

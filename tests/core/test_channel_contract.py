@@ -279,6 +279,8 @@ async def test_meta_handshake_rules(tmp_path: Path, provider: tuple[ProviderEmul
         # The body names the number: a path segment is a wrong URL, not a route.
         assert (await get("/webhooks/meta_like/106540352242922", **good)).status_code == 404
         assert (await get("/webhooks/telegram_like/bot-a")).status_code == 404  # no tenant uses it
+        head = await served.client.head("/webhooks/meta_like", params=good)
+        assert head.status_code == 200 and head.content == b""
 
 
 async def test_path_routing_rules(tmp_path: Path, provider: tuple[ProviderEmulator, str]) -> None:
