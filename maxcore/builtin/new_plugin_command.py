@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..hookspecs import hookimpl
 from ..scaffold import KINDS, ScaffoldError, plugin_names, write_plugin
+
+
+def _config_option(fn: Any) -> Any:
+    from ..cli import config_option
+
+    return config_option(fn)
 
 
 @click.command("new-plugin")
@@ -20,7 +27,8 @@ from ..scaffold import KINDS, ScaffoldError, plugin_names, write_plugin
               help="What the connector is: a CRM, a channel, a memory store or an LLM.")
 @click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="Where the new maxcore-NAME/ directory is created.")
-def new_plugin(name: str, kind: str, parent: Path) -> None:
+@_config_option
+def new_plugin(name: str, kind: str, parent: Path, config_dir: Path) -> None:
     """Create maxcore-NAME/: a distribution with a working KIND connector and its contract tests."""
     from ..cli import plugins  # the command line loads plugins before click parses arguments
 
@@ -42,6 +50,9 @@ def new_plugin(name: str, kind: str, parent: Path) -> None:
     click.secho(f"✓ created {target}: the {kind} connector {names.class_name} "
                 f"(tenant YAML `{kind}: {{type: {names.name}}}`)", fg="green")
     click.echo(f"Next:\n  pip install -e '{target}[test]'\n  pytest {target}\n  maxcore plugins")
+    # The configuration is only named in the next steps: nothing is read from it.
+    click.echo(f"  then `{kind}: {{type: {names.name}}}` in a tenant of {config_dir / 'tenants'}/ and "
+               f"`maxcore check --config {config_dir}`")
 
 
 @hookimpl
