@@ -17,12 +17,16 @@ import attrs
 from loguru import logger
 
 from . import __version__
+from .audit_outbox import AuditShipper
 from .config import LoadedConfig, load_config, load_dotenv_files
+from .connectors import Memory
 from .errors import MaxcoreError, PermanentError, PluginError, WebhookError
 from .inbox import Inbox, make_inbox
+from .journal import JournalStore, MemoryJournalStore, journal_store_for
 from .logs import REDACTOR
 from .pipeline import Pipeline, PipelineResult
 from .plugins import PluginSet, load_plugins
+from .retention import RetentionTask
 from .tenants import TenantRuntime, overall
 from .types import InboundMessage
 from .webhooks import UNPROCESSABLE_KIND, BodyRejected, clean_message, dead_letter
@@ -129,6 +133,10 @@ class Runtime:
         self._channel_factory = channel_factory
         self.tenants = self._build_tenants(loaded)
         self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
+        self.journal: JournalStore = journal_store_for(self.inbox)
+        self.audit = AuditShipper(self.journal, self._memory_of)
+        self._direct_journal = MemoryJournalStore()
+        self.retention = RetentionTask(loaded.main.retention, self.journal, self._memories)
         self._receivers: list[asyncio.Task[None]] = []
         self._retired: list[TenantSet] = []
         self._in_flight: dict[int, int] = {}
@@ -187,6 +195,8 @@ class Runtime:
         """Open, start the inbox workers and the channels' receivers (polling)."""
         await self.open()
         await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
+        self.audit.start()
+        self.retention.start()
         for tenant in self.tenants.by_id.values():
             self._start_receiver(tenant)
         self.started = True
@@ -212,7 +222,10 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
         self._receivers.clear()
+        await self.retention.stop()
         await self.inbox.stop(grace)
+        # After the workers: their last audit rows go out with this shipment.
+        await self.audit.stop()
         await self.close()
         self.started = False
 
@@ -259,10 +272,28 @@ class Runtime:
             raise MaxcoreError(f"tenant {message.tenant!r} is no longer configured")
         self._in_flight[id(tenants)] = self._in_flight.get(id(tenants), 0) + 1
         try:
-            return await Pipeline(tenant, self.hooks).process(message)
+            if self.started:
+                return await Pipeline(tenant, self.hooks, self.journal, self.audit.notify).process(message)
+            # Outside the inbox (the CLI chat, tests driving the pipeline): a journal in
+            # process memory, its audit rows shipped before returning.
+            try:
+                return await Pipeline(tenant, self.hooks, self._direct_journal).process(message)
+            finally:
+                await AuditShipper(self._direct_journal, self._memory_of).flush()
         finally:
             self._in_flight[id(tenants)] -= 1
             await self._close_retired()
+
+    def _memory_of(self, tenant_id: str) -> Memory | None:
+        tenant = self.tenants.by_id.get(tenant_id)
+        return tenant.memory if tenant is not None else None
+
+    def _memories(self) -> list[Memory]:
+        return [tenant.memory for tenant in self.tenants.by_id.values()]
+
+    async def flush_audit(self) -> None:
+        """Ship every audit row waiting in the outbox (tests, before reading the audit log)."""
+        await self.audit.flush()
 
     def messages_per_minute(self, tenant_id: str) -> int | None:
         """The tenant's ``limits.messages_per_minute`` (None: unlimited), read at each message."""
@@ -331,6 +362,7 @@ class Runtime:
             **await self._tenant_health(),
             "version": self.version,
             "inbox": self.inbox.stats(),
+            "audit_outbox": self.audit.stats(),
         }
 
     async def _tenant_health(self) -> dict[str, Any]:
