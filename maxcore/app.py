@@ -91,7 +91,8 @@ async def health(request: Request) -> Response:
     code = 503 if status == "stopping" else 200
     if not _authorised(request, runtime.config.server.health_token):
         return JSONResponse({"status": status, "version": runtime.version}, status_code=code)
-    return JSONResponse(await runtime.health(), status_code=code)
+    # From the health monitor's cache: the cost does not grow with the tenants.
+    return Response(runtime.health_json(), status_code=code, media_type="application/json")
 
 
 async def webhook(request: Request) -> Response:
@@ -128,6 +129,7 @@ async def webhook(request: Request) -> Response:
             logger.info("[WEBHOOK] {} webhook for an unknown instance refused", channel_type)
             return _error(401, UNAUTHORISED)
         try:
+            await tenant.ready("channel")  # a tenant's connectors open on first use
             messages = await tenant.channel.parse_webhook(hook_request)
         except UnprocessableBody as exc:
             # Authenticated, but unusable: 200 so the provider does not redeliver it for a

@@ -2,13 +2,15 @@
 
 Used by the HTTP server and by the CLI alike. Reload swaps the tenant set atomically;
 messages already being processed finish with the connectors they started with.
+Tenants' connectors open on first use (see :mod:`maxcore.tenants`), so starting costs
+the reading of the configuration, not one connection per tenant and connector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +20,19 @@ from loguru import logger
 
 from . import __version__
 from .config import LoadedConfig, load_config, load_dotenv_files
+from .connectors import ChannelBase
 from .errors import MaxcoreError, PermanentError, PluginError, WebhookError
+from .health import HealthMonitor
 from .inbox import Inbox, make_inbox
 from .logs import REDACTOR
 from .pipeline import Pipeline, PipelineResult
 from .plugins import PluginSet, load_plugins
-from .tenants import TenantRuntime, overall
+from .tenants import TenantRuntime
 from .types import InboundMessage
 from .webhooks import UNPROCESSABLE_KIND, BodyRejected, clean_message, dead_letter
 
 # A field whose name says it holds a credential: its value is redacted from every log.
 SECRET_FIELD_RE = re.compile(r"(token|key|secret|password|passwd)", re.IGNORECASE)
-# Detailed health (connector probes) is reused this long: callers never multiply probes.
-HEALTH_TTL_S = 10.0
 
 
 class ConfigInvalid(MaxcoreError):
@@ -132,8 +134,7 @@ class Runtime:
         self._receivers: list[asyncio.Task[None]] = []
         self._retired: list[TenantSet] = []
         self._in_flight: dict[int, int] = {}
-        self._health_cache: tuple[float, dict[str, Any]] | None = None
-        self._health_lock: asyncio.Lock | None = None
+        self.health_monitor = HealthMonitor(lambda: self.tenants.by_id.values())
         self.started = False
 
     @classmethod
@@ -172,7 +173,8 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------
     async def open(self) -> None:
-        """Open every tenant's connectors (on failure, close what was opened)."""
+        """Open every tenant's connectors now (the CLI; serving opens them on first use).
+        On failure, close what was opened."""
         opened: list[TenantRuntime] = []
         try:
             for tenant in self.tenants.by_id.values():
@@ -184,20 +186,32 @@ class Runtime:
             raise
 
     async def start(self) -> None:
-        """Open, start the inbox workers and the channels' receivers (polling)."""
-        await self.open()
+        """Start the inbox workers, the channels' receivers (polling) and the health
+        monitor. Connectors open on first use, except the CRMs whose vocabulary is read
+        from the backend: they are opened now, since checking the lead defaults needs it."""
+        await self.open_checked_at_open(self.tenants)
         await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
         for tenant in self.tenants.by_id.values():
             self._start_receiver(tenant)
+        self.health_monitor.start()
         self.started = True
         logger.info(
             "maxcore {} started with {} tenant(s): {}", self.version, len(self.tenants.by_id),
             ", ".join(self.tenants.by_id) or "none",
         )
 
+    @staticmethod
+    async def open_checked_at_open(tenants: TenantSet) -> None:
+        """Open the CRMs that only an open connection can check (raises their error)."""
+        await asyncio.gather(*(t.ready("crm") for t in tenants.by_id.values() if t.checked_at_open))
+
     def _start_receiver(self, tenant: TenantRuntime) -> None:
+        if not receives(tenant.channel):
+            return
+
         async def run() -> None:
             try:
+                await tenant.ready("channel")
                 await tenant.channel.run_receiver(self.submit)
             except asyncio.CancelledError:
                 raise
@@ -208,6 +222,7 @@ class Runtime:
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.shutdown_grace_s if grace is None else grace
+        await self.health_monitor.stop()
         for task in self._receivers:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
@@ -259,6 +274,7 @@ class Runtime:
             raise MaxcoreError(f"tenant {message.tenant!r} is no longer configured")
         self._in_flight[id(tenants)] = self._in_flight.get(id(tenants), 0) + 1
         try:
+            await tenant.ready()
             return await Pipeline(tenant, self.hooks).process(message)
         finally:
             self._in_flight[id(tenants)] -= 1
@@ -284,13 +300,11 @@ class Runtime:
             return [str(p) for p in exc.problems]
         except MaxcoreError as exc:
             return [str(exc)]
-        opened: list[TenantRuntime] = []
+        # The new tenants open on first use, as at start.
         try:
-            for tenant in tenants.by_id.values():
-                await tenant.open()
-                opened.append(tenant)
+            await self.open_checked_at_open(tenants)
         except Exception as exc:  # noqa: BLE001 - keep serving with the old tenants
-            for tenant in opened:
+            for tenant in tenants.by_id.values():
                 await tenant.close()
             return [f"cannot open connectors: {exc}"]
         old, self.tenants, self.loaded = self.tenants, tenants, loaded
@@ -301,7 +315,7 @@ class Runtime:
         for tenant in tenants.by_id.values():
             self._start_receiver(tenant)
         self._retired.append(old)
-        self._health_cache = None
+        self.health_monitor.forget()
         await self._close_retired()
         logger.info("configuration reloaded: {} tenant(s)", len(tenants.by_id))
         return []
@@ -323,34 +337,31 @@ class Runtime:
         return self.inbox.health()
 
     async def health(self) -> dict[str, Any]:
-        """Every tenant's connector health (cached for HEALTH_TTL_S) and the inbox."""
+        """Every tenant's connector health (from the monitor's cache) and the inbox."""
         status, problems = self.status()
         return {
             "status": status,
             "problems": problems,
-            **await self._tenant_health(),
+            **self.health_monitor.report(),
             "version": self.version,
             "inbox": self.inbox.stats(),
         }
 
-    async def _tenant_health(self) -> dict[str, Any]:
-        cached = self._health_cache
-        if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
-            return cached[1]
-        if self._health_lock is None:
-            self._health_lock = asyncio.Lock()
-        async with self._health_lock:  # one probe round at a time, shared by every caller
-            cached = self._health_cache
-            if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
-                return cached[1]
-            tenants_now = list(self.tenants.by_id.values())
-            results = await asyncio.gather(*(t.health() for t in tenants_now))
-            tenants: dict[str, Any] = {}
-            statuses: list[str] = []
-            for tenant, result in zip(tenants_now, results, strict=True):
-                status = overall([c["status"] for c in result.values()])
-                statuses.append(status)
-                tenants[tenant.id] = {"status": status, "connectors": result}
-            report = {"tenants_status": overall(statuses), "tenants": tenants}
-            self._health_cache = (time.monotonic(), report)
-            return report
+    def health_json(self) -> str:
+        """:meth:`health` as JSON, the tenants' part re-encoded only when it changed."""
+        status, problems = self.status()
+        head = json.dumps({"status": status, "problems": problems, "version": self.version,
+                           "inbox": self.inbox.stats()})
+        return head[:-1] + ", " + self.health_monitor.rendered() + "}"
+
+
+def receives(channel: Any) -> bool:
+    """Whether ``channel`` pulls messages (a receiver task must run for it).
+
+    A channel says so with a ``polls`` attribute; one without it polls when it
+    overrides ``run_receiver`` (the base class's returns at once).
+    """
+    polls = getattr(channel, "polls", None)
+    if isinstance(polls, bool):
+        return polls
+    return type(channel).run_receiver is not ChannelBase.run_receiver
