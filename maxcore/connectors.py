@@ -101,7 +101,16 @@ class Connector(Protocol):
 
 @runtime_checkable
 class Channel(Connector, Protocol):
-    """Receives messages from users and sends replies to them."""
+    """Receives messages from users and sends replies to them.
+
+    Optional, for providers that keep a record of sent messages: ``can_reconcile =
+    True`` and ``async def find_sent(chat_id, text, since) -> SendResult | None``. The
+    core calls it when a send was interrupted (started, no result recorded): a result
+    means "it went out, do not send again", None "it did not", and a RetryableError
+    (with ``retry_after``) "cannot tell yet" (the provider's record lags). Channels
+    without it (:class:`ChannelBase` says ``can_reconcile = False``) get at-least-once
+    sends.
+    """
 
     @classmethod
     def webhook_route_key(cls, request: WebhookRequest) -> str:
@@ -123,7 +132,11 @@ class Channel(Connector, Protocol):
         """
         ...
 
-    async def send(self, message: OutboundMessage) -> SendResult: ...
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Send one message. An error raised for a message the provider certainly did
+        not take (a 429, an instance still booting) may carry ``not_sent = True``, so an
+        interrupted-send check is not needed before the retry."""
+        ...
 
     async def run_receiver(self, submit: Submit) -> None:
         """Pull messages from the provider (polling mode) until cancelled.
@@ -179,21 +192,27 @@ class CRM(Connector, Protocol):
 
 @runtime_checkable
 class Memory(Connector, Protocol):
-    """Conversation memory, facts, audit log and effect journal of the bound tenant."""
+    """Conversation memory of the bound tenant: history, facts, sessions, and the audit
+    table the core's outbox ships to.
+
+    The per-message journal (what a replay must not repeat) is the core's, not the
+    memory store's. A store may also offer ``async def purge_history(before: float) ->
+    int`` (conversation turns older than the epoch ``before``); the core's retention
+    calls it when present.
+    """
 
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]: ...
     async def append_history(self, chat_id: str, turns: Sequence[ChatTurn]) -> None: ...
     async def facts(self, chat_id: str) -> dict[str, Any]: ...
     async def remember(self, chat_id: str, key: str, value: Any) -> None: ...
-    async def audit(self, entry: AuditEntry) -> None: ...
+    async def audit_batch(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert audit rows, idempotently on ``entry.id``: a batch sent twice (the
+        outbox retries after a lost answer) leaves each row once."""
+        ...
+
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
     ) -> list[AuditEntry]: ...
-    async def get_effect(self, key: str) -> dict[str, Any] | None:
-        """The recorded result of a side effect already performed, or None."""
-        ...
-
-    async def put_effect(self, key: str, result: dict[str, Any]) -> None: ...
     async def forget(self, chat_id: str) -> int:
         """Erase one contact's memory and history; return the rows removed."""
         ...
@@ -267,7 +286,13 @@ class CRMBase(ConnectorBase):
 
 
 class ChannelBase(ConnectorBase):
-    """Base for channels: webhook-only by default (no receiver loop)."""
+    """Base for channels: webhook-only by default (no receiver loop), and no record of
+    sent messages to reconcile an interrupted send with."""
+
+    can_reconcile: ClassVar[bool] = False
 
     async def run_receiver(self, submit: Submit) -> None:
+        return None
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
         return None

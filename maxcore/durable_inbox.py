@@ -345,6 +345,13 @@ class SqliteInbox(WorkScheduler):
             self._conn.close()
             self._conn = None
 
+    # -- shared commit path (the journal, maxcore.journal_sqlite) ------------------------
+    async def write(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``run(conn)`` in the inbox's next group commit, on the inbox's database."""
+        if self._writer is None and self._stopping:
+            raise InboxUnavailable("the inbox is closed")
+        return await self._open().write(run)
+
     # -- intake ----------------------------------------------------------------------
     async def submit(self, message: InboundMessage) -> bool:
         self._check_open()

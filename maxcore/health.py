@@ -86,16 +86,29 @@ class HealthMonitor:
         self._results.clear()
         self._version += 1
 
-    async def refresh(self, now: float | None = None) -> int:
-        """Probe every open connector whose result is older than its TTL; how many."""
+    async def refresh(self, now: float | None = None, *, everything: bool = False) -> int:
+        """Probe every open connector whose result is older than its TTL; how many.
+
+        ``everything``: open every tenant first and probe every connector now (the
+        programmatic :meth:`maxcore.runtime.Runtime.health`; a server never does).
+        """
         now = time.monotonic() if now is None else now
         due: list[tuple[str, str, Any]] = []
         for tenant in self._tenants():
-            if not tenant.opened:
+            if everything:
+                try:
+                    await tenant.ready()
+                except Exception as exc:  # noqa: BLE001 - reported as the tenant's health
+                    failed = Health.down(f"cannot open: {type(exc).__name__}: {exc}")
+                    for kind, connector in tenant.connectors().items():
+                        self._results[(tenant.id, kind)] = (time.monotonic(), connector, failed)
+                    continue
+            elif not tenant.opened:
                 continue
             for kind, connector in tenant.connectors().items():
                 seen = self._results.get((tenant.id, kind))
-                if seen is None or seen[1] is not connector or now - seen[0] >= connector_ttl(connector):
+                if (everything or seen is None or seen[1] is not connector
+                        or now - seen[0] >= connector_ttl(connector)):
                     due.append((tenant.id, kind, connector))
 
         async def one(tenant_id: str, kind: str, connector: Any) -> None:

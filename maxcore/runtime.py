@@ -13,21 +13,24 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from loguru import logger
 
 from . import __version__
+from .audit_outbox import AuditShipper
 from .config import LoadedConfig, load_config, load_dotenv_files
-from .connectors import ChannelBase
+from .connectors import ChannelBase, Memory
 from .errors import MaxcoreError, PermanentError, PluginError, WebhookError
 from .health import HealthMonitor
 from .inbox import Inbox, make_inbox
+from .journal import JournalStore, MemoryJournalStore, journal_store_for
 from .logs import REDACTOR
 from .pipeline import Pipeline, PipelineResult
 from .plugins import PluginSet, load_plugins
-from .tenants import TenantRuntime
+from .retention import RetentionTask
+from .tenants import OpeningProxy, TenantRuntime
 from .types import InboundMessage
 from .webhooks import UNPROCESSABLE_KIND, BodyRejected, clean_message, dead_letter
 
@@ -131,6 +134,10 @@ class Runtime:
         self._channel_factory = channel_factory
         self.tenants = self._build_tenants(loaded)
         self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
+        self.journal: JournalStore = journal_store_for(self.inbox)
+        self.audit = AuditShipper(self.journal, self._memory_of)
+        self._direct_journal = MemoryJournalStore()
+        self.retention = RetentionTask(loaded.main.retention, self.journal, self._memories)
         self._receivers: list[asyncio.Task[None]] = []
         self._retired: list[TenantSet] = []
         self._in_flight: dict[int, int] = {}
@@ -191,6 +198,8 @@ class Runtime:
         from the backend: they are opened now, since checking the lead defaults needs it."""
         await self.open_checked_at_open(self.tenants)
         await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
+        self.audit.start()
+        self.retention.start()
         for tenant in self.tenants.by_id.values():
             self._start_receiver(tenant)
         self.health_monitor.start()
@@ -227,7 +236,10 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
         self._receivers.clear()
+        await self.retention.stop()
         await self.inbox.stop(grace)
+        # After the workers: their last audit rows go out with this shipment.
+        await self.audit.stop()
         await self.close()
         self.started = False
 
@@ -275,10 +287,30 @@ class Runtime:
         self._in_flight[id(tenants)] = self._in_flight.get(id(tenants), 0) + 1
         try:
             await tenant.ready()
-            return await Pipeline(tenant, self.hooks).process(message)
+            if self.started:
+                return await Pipeline(tenant, self.hooks, self.journal, self.audit.notify).process(message)
+            # Outside the inbox (the CLI chat, tests driving the pipeline): a journal in
+            # process memory, its audit rows shipped before returning.
+            try:
+                return await Pipeline(tenant, self.hooks, self._direct_journal).process(message)
+            finally:
+                await AuditShipper(self._direct_journal, self._memory_of).flush()
         finally:
             self._in_flight[id(tenants)] -= 1
             await self._close_retired()
+
+    def _memory_of(self, tenant_id: str) -> Memory | None:
+        tenant = self.tenants.by_id.get(tenant_id)
+        # Opened on the first call: rows left by an earlier run may name a tenant that
+        # has not had a message since this one started.
+        return cast(Memory, OpeningProxy(tenant, "memory")) if tenant is not None else None
+
+    def _memories(self) -> list[Memory]:
+        return [cast(Memory, OpeningProxy(t, "memory")) for t in self.tenants.by_id.values()]
+
+    async def flush_audit(self) -> None:
+        """Ship every audit row waiting in the outbox (tests, before reading the audit log)."""
+        await self.audit.flush()
 
     def messages_per_minute(self, tenant_id: str) -> int | None:
         """The tenant's ``limits.messages_per_minute`` (None: unlimited), read at each message."""
@@ -337,7 +369,10 @@ class Runtime:
         return self.inbox.health()
 
     async def health(self) -> dict[str, Any]:
-        """Every tenant's connector health (from the monitor's cache) and the inbox."""
+        """Every tenant's connector health probed now (tenants are opened for it) and the
+        inbox: for programs and tests. ``/api/health`` answers from the monitor's cache
+        (:meth:`health_json`) instead."""
+        await self.health_monitor.refresh(everything=True)
         status, problems = self.status()
         return {
             "status": status,
@@ -345,13 +380,14 @@ class Runtime:
             **self.health_monitor.report(),
             "version": self.version,
             "inbox": self.inbox.stats(),
+            "audit_outbox": self.audit.stats(),
         }
 
     def health_json(self) -> str:
         """:meth:`health` as JSON, the tenants' part re-encoded only when it changed."""
         status, problems = self.status()
         head = json.dumps({"status": status, "problems": problems, "version": self.version,
-                           "inbox": self.inbox.stats()})
+                           "inbox": self.inbox.stats(), "audit_outbox": self.audit.stats()})
         return head[:-1] + ", " + self.health_monitor.rendered() + "}"
 
 

@@ -10,6 +10,7 @@ no connection, file descriptor or client.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,30 @@ class TenantRuntime:
             kind: {"type": type(self.connectors()[kind]).name, "status": str(h.status), "reason": h.reason}
             for kind, h in results
         }
+
+
+class OpeningProxy:
+    """One of a tenant's connectors as the background tasks (audit shipping, retention)
+    see it: each coroutine method opens the connector first, as a message would."""
+
+    def __init__(self, tenant: TenantRuntime, kind: str) -> None:
+        self._runtime = tenant
+        self._kind = kind
+
+    @property
+    def tenant(self) -> str:
+        return self._runtime.id
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._runtime.connectors()[self._kind], name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        async def opened_first(*args: Any, **kwargs: Any) -> Any:
+            await self._runtime.ready(self._kind)
+            return await attribute(*args, **kwargs)
+
+        return opened_first
 
 
 async def _close_quietly(tenant: str, connector: Any) -> None:

@@ -88,9 +88,14 @@ class OutboundMessage:
 
 @attrs.frozen
 class SendResult:
-    """What the channel answered for a sent message (its provider id, if any)."""
+    """What the channel answered for a sent message (its provider id, if any).
+
+    ``status`` is ``sent`` when the provider took the message for delivery, ``queued``
+    when it accepted it but holds it (e.g. a Green-API instance waiting for its QR code).
+    """
 
     message_id: str | None = None
+    status: str = "sent"
 
 
 @attrs.frozen
@@ -241,12 +246,13 @@ def hash_chat_id(chat_id: str) -> str:
 
 @attrs.frozen
 class AuditEntry:
-    """One row of the audit log (``max_logs``)."""
+    """One row of the audit log (``max_logs``). ``id`` makes a re-sent row a no-op."""
 
     action: str
     details: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_map)
     message_id: str | None = None
     created_at: float = attrs.field(factory=_now)
+    id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
 
 
 @attrs.frozen

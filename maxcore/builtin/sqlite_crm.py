@@ -217,9 +217,14 @@ def _get(conn: sqlite3.Connection, tenant: str, lead_id: str) -> Lead:
 
 
 def _update(conn: sqlite3.Connection, tenant: str, row: sqlite3.Row, lead: Lead) -> Lead:
-    """Write the values ``lead`` states; the others are kept."""
-    changes = {column: getattr(lead, column) for column in _IDENTITY if getattr(lead, column)}
-    fields = {**json.loads(row["fields"] or "{}"), **lead.fields}
+    """Write the values ``lead`` states; the others are kept. Nothing that differs (a
+    replayed upsert): nothing is written."""
+    changes = {column: getattr(lead, column) for column in _IDENTITY
+               if getattr(lead, column) and getattr(lead, column) != row[column]}
+    stored = json.loads(row["fields"] or "{}")
+    fields = {**stored, **lead.fields}
+    if not changes and fields == stored:
+        return _get(conn, tenant, row["id"])
     assignments = "".join(f"{column} = ?, " for column in changes)
     conn.execute(
         f"UPDATE leads SET {assignments}fields = ?, updated_at = ? WHERE id = ? AND tenant_id = ?",

@@ -1,4 +1,4 @@
-"""The embedded memory store: history, facts, audit log and effect journal in SQLite."""
+"""The embedded memory store: history, facts and the audit log in SQLite."""
 
 from __future__ import annotations
 
@@ -31,12 +31,11 @@ CREATE TABLE IF NOT EXISTS max_logs (
     message_id TEXT, created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS max_logs_tenant_time ON max_logs (tenant_id, created_at);
-CREATE TABLE IF NOT EXISTS processed_messages (
-    tenant_id TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
-    result TEXT NOT NULL, created_at REAL NOT NULL,
-    PRIMARY KEY (tenant_id, key)
-);
 """
+# max_logs.entry_id (the audit row's own id, so a re-shipped batch is a no-op) came after
+# the first release: added to databases created before it.
+ENTRY_ID_COLUMN = "ALTER TABLE max_logs ADD COLUMN entry_id TEXT"
+ENTRY_ID_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS max_logs_entry_id ON max_logs (entry_id)"
 
 
 
@@ -53,6 +52,17 @@ class SqliteMemory(SqliteConnector):
 
     default_file = "memory.sqlite3"
     schema = SCHEMA
+
+    async def open(self) -> None:
+        await super().open()
+
+        def migrate(conn: sqlite3.Connection) -> None:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(max_logs)")}
+            if "entry_id" not in columns:
+                conn.execute(ENTRY_ID_COLUMN)
+            conn.execute(ENTRY_ID_INDEX)
+
+        await self.db.transaction(migrate)
 
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]:
         if limit <= 0:
@@ -96,13 +106,21 @@ class SqliteMemory(SqliteConnector):
             (self.tenant, chat_id, key, json.dumps(value), time.time()),
         )
 
-    async def audit(self, entry: AuditEntry) -> None:
-        await self.db.execute(
-            "INSERT INTO max_logs (tenant_id, action, details, message_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (self.tenant, entry.action, json.dumps(entry.details, default=str),
-             entry.message_id, entry.created_at),
-        )
+    async def audit_batch(self, entries: Sequence[AuditEntry]) -> None:
+        rows = [
+            (self.tenant, entry.action, json.dumps(entry.details, default=str), entry.message_id,
+             entry.created_at, entry.id)
+            for entry in entries
+        ]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO max_logs (tenant_id, action, details, message_id, created_at, entry_id) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
+                rows,
+            )
+
+        await self.db.transaction(work)
 
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
@@ -127,20 +145,9 @@ class SqliteMemory(SqliteConnector):
             for row in rows
         ]
 
-    async def get_effect(self, key: str) -> dict[str, Any] | None:
-        rows = await self.db.fetchall(
-            "SELECT result FROM processed_messages WHERE tenant_id = ? AND key = ?",
-            (self.tenant, key),
-        )
-        return json.loads(rows[0]["result"]) if rows else None
-
-    async def put_effect(self, key: str, result: dict[str, Any]) -> None:
-        await self.db.execute(
-            "INSERT INTO processed_messages (tenant_id, key, state, result, created_at) "
-            "VALUES (?, ?, 'done', ?, ?) ON CONFLICT (tenant_id, key) DO UPDATE SET "
-            "result = excluded.result",
-            (self.tenant, key, json.dumps(result, default=str), time.time()),
-        )
+    async def purge_history(self, before: float) -> int:
+        return await self.db.execute(
+            "DELETE FROM sessions WHERE tenant_id = ? AND created_at < ?", (self.tenant, before))
 
     async def forget(self, chat_id: str) -> int:
         tenant = self.tenant
@@ -165,7 +172,7 @@ class SqliteMemory(SqliteConnector):
 
     async def export(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for table in ("tenant_memory", "sessions", "max_logs", "processed_messages"):
+        for table in ("tenant_memory", "sessions", "max_logs"):
             rows = await self.db.fetchall(
                 f"SELECT * FROM {table} WHERE tenant_id = ?", (self.tenant,)
             )

@@ -94,9 +94,11 @@ class InboxConfig:
     type: str = attrs.field(default="sqlite", validator=one_of("sqlite", "memory"))
     path: str = attrs.field(default="inbox.sqlite3", validator=non_empty)  # relative to data_dir
     workers: int = attrs.field(default=8, validator=in_range(1, 1024))
-    max_attempts: int = attrs.field(default=5, validator=in_range(1, 100))
-    backoff_initial_s: float = attrs.field(default=1.0, validator=in_range(0, 3600))
-    backoff_max_s: float = attrs.field(default=60.0, validator=in_range(0, 86400))
+    # Defaults ride out an upstream outage of at least an hour (maxcore.retry.retry_span:
+    # 1 h 03 min at the shortest, 2 h 07 min at the longest) before a message is dead.
+    max_attempts: int = attrs.field(default=21, validator=in_range(1, 100))
+    backoff_initial_s: float = attrs.field(default=2.0, validator=in_range(0, 3600))
+    backoff_max_s: float = attrs.field(default=600.0, validator=in_range(0, 86400))
     max_pending: int = attrs.field(default=10_000, validator=in_range(1, 10_000_000))
     # Retry-After (seconds) sent with the 503 when max_pending is reached.
     full_retry_after_s: int = attrs.field(default=5, validator=in_range(1, 3600))
@@ -105,6 +107,24 @@ class InboxConfig:
     synchronous: str = attrs.field(default="full", validator=one_of("full", "normal"))
     # How often a running server looks for messages `maxcore inbox retry` put back.
     poll_interval_s: float = attrs.field(default=1.0, validator=in_range(0.05, 3600))
+
+
+def _optional_days(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None:
+        in_range(0.001, 36500)(instance, attribute, value)
+
+
+@attrs.frozen
+class RetentionConfig:
+    """``retention:`` in maxcore.yaml: how long finished work is kept (days; null: forever).
+
+    ``messages_days``: done inbox rows and their journals; ``history_days``: conversation
+    turns in the memory stores. Purged by the server every ``purge_interval_s``.
+    """
+
+    messages_days: float | None = attrs.field(default=30.0, validator=_optional_days)
+    history_days: float | None = attrs.field(default=180.0, validator=_optional_days)
+    purge_interval_s: float = attrs.field(default=3600.0, validator=in_range(1, 86400 * 7))
 
 
 @attrs.frozen
@@ -123,6 +143,7 @@ class MaxcoreConfig:
     tenants_dir: str = "tenants"
     data_dir: str = "./data"
     inbox: InboxConfig = InboxConfig()
+    retention: RetentionConfig = RetentionConfig()
     logging: LoggingConfig = LoggingConfig()
 
 

@@ -2,12 +2,21 @@
 
 It serves ``/waInstance{id}/{method}/{token}`` for the methods maxcore uses:
 ``sendMessage``, ``getStateInstance``, ``getSettings``, ``setSettings``,
-``receiveNotification`` (long poll, FIFO, the head comes back until deleted) and
-``deleteNotification/{receiptId}``. Unknown instance → 403, wrong token → 401, wrong
-HTTP method → 404, per-method rate limits → 429, quota → 466 with the documented body,
-``sendMessage`` validation (missing fields, > 20 000 characters) → 400, instance states
-(``notAuthorized`` → 400 "instance account not authorized"). Faults are injected with
-:meth:`GreenApiEmulator.fail` (a status, a delay, or both, for the next N calls).
+``receiveNotification`` (long poll, FIFO, the head comes back until deleted),
+``deleteNotification/{receiptId}`` and ``lastOutgoingMessages`` (the outgoing journal).
+Unknown instance → 403, wrong token → 401, wrong HTTP method → 404, per-method rate
+limits → 429, quota → 466 with the documented body, ``sendMessage`` validation (missing
+fields, > 20 000 characters) → 400, instance states (``starting`` → 400 "try later",
+``blocked`` → 400). Faults are injected with :meth:`GreenApiEmulator.fail` (a status, a
+delay, or both, for the next N calls).
+
+Facts the emulator keeps (Green-API's docs): ``sendMessage`` on a ``notAuthorized``
+instance is accepted (200, an ``idMessage``) and *queued* — it is in ``Instance.queued``,
+not ``Instance.sent``, until the instance is authorised again (:meth:`set_state`). A sent
+message appears in ``lastOutgoingMessages`` only ``outgoing_lag_s`` after it was sent (up
+to 2 minutes upstream, shortened in tests), newest first, with ``sendByApi: true``.
+A fault with ``delay_s`` on ``sendMessage`` and ``deliver_on_fault=True`` takes the
+message and then fails the answer: the send happened, the caller cannot know.
 
 :class:`WebhookSender` plays Green-API's side of webhooks: POST the body with
 ``Authorization: Bearer <token>``; anything but 200 (or a timeout) is a failure, and the
@@ -45,12 +54,13 @@ STATES = ("notAuthorized", "authorized", "blocked", "sleepMode", "starting", "ye
 # Requests per second per instance (green-api.com/en/docs/api/ratelimiter).
 RATE_LIMITS = {
     "sendMessage": 50, "getStateInstance": 1, "getSettings": 1, "setSettings": 1,
-    "receiveNotification": 100, "deleteNotification": 100,
+    "receiveNotification": 100, "deleteNotification": 100, "lastOutgoingMessages": 1,
 }
 HTTP_METHODS = {
     "sendMessage": "POST", "getStateInstance": "GET", "getSettings": "GET", "setSettings": "POST",
-    "receiveNotification": "GET", "deleteNotification": "DELETE",
+    "receiveNotification": "GET", "deleteNotification": "DELETE", "lastOutgoingMessages": "GET",
 }
+DEFAULT_OUTGOING_LAG_S = 1.0
 QUOTA_466_BODY = {
     "invokeStatus": {"method": "sendmessage", "used": 67, "total": 0, "status": "QUOTE_ALLOWED"},
     "correspondentsStatus": {
@@ -74,6 +84,7 @@ class Fault:
     remaining: int
     delay_s: float = 0.0
     body: Any = None
+    deliver: bool = False
 
 
 @attrs.define
@@ -88,6 +99,10 @@ class Instance:
     settings: dict[str, Any] = attrs.field(factory=dict)
     queue: collections.deque[dict[str, Any]] = attrs.field(factory=collections.deque)
     sent: list[dict[str, Any]] = attrs.field(factory=list)
+    # Accepted while not authorised: delivered once the instance is authorised again.
+    queued: list[dict[str, Any]] = attrs.field(factory=list)
+    # The outgoing journal: every accepted message, with the time it becomes visible.
+    outgoing: list[dict[str, Any]] = attrs.field(factory=list)
     deleted: list[int] = attrs.field(factory=list)
     calls: list[str] = attrs.field(factory=list)
     settings_saved: int = 0
@@ -104,8 +119,10 @@ def _error(status: int, message: str) -> JSONResponse:
 class GreenApiEmulator:
     """State and ASGI app of the emulated Green-API (thread-safe: the server runs in a thread)."""
 
-    def __init__(self, rate_limits: dict[str, int] | None = None) -> None:
+    def __init__(self, rate_limits: dict[str, int] | None = None,
+                 outgoing_lag_s: float = DEFAULT_OUTGOING_LAG_S) -> None:
         self.instances: dict[int, Instance] = {}
+        self.outgoing_lag_s = outgoing_lag_s
         self.rate_limits = dict(RATE_LIMITS if rate_limits is None else rate_limits)
         self._faults: list[Fault] = []
         self._windows: dict[tuple[int, str], collections.deque[float]] = {}
@@ -140,7 +157,13 @@ class GreenApiEmulator:
     def set_state(self, instance_id: int, state: str) -> None:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
-        self.instances[int(instance_id)].state = state
+        instance = self.instances[int(instance_id)]
+        with self._lock:
+            instance.state = state
+            if state == "authorized":
+                # The QR code was scanned: the queue goes out.
+                instance.sent.extend(instance.queued)
+                instance.queued.clear()
 
     def enqueue(self, instance_id: int, body: dict[str, Any], receipt_id: int | None = None) -> int:
         """Queue a notification for receiveNotification; returns its receiptId."""
@@ -150,11 +173,12 @@ class GreenApiEmulator:
             return receipt
 
     def fail(self, method: str, status: int | None = 500, times: int = 1, delay_s: float = 0.0,
-             body: Any = None) -> None:
+             body: Any = None, deliver: bool = False) -> None:
         """The next ``times`` calls of ``method`` wait ``delay_s`` then answer ``status``
-        (None: answer normally after the delay)."""
+        (None: answer normally after the delay). ``deliver`` (sendMessage): the message is
+        taken before the failure, as when the answer is lost on the way back."""
         with self._lock:
-            self._faults.append(Fault(method, status, times, delay_s, body))
+            self._faults.append(Fault(method, status, times, delay_s, body, deliver))
 
     def sent_to(self, chat_id: str) -> list[dict[str, Any]]:
         return [m for i in self.instances.values() for m in i.sent if m["chatId"] == chat_id]
@@ -212,6 +236,8 @@ class GreenApiEmulator:
                                 headers={"Retry-After": "1"})
         fault = self._take_fault(method)
         if fault is not None:
+            if fault.deliver and method == "sendMessage":
+                await self._sendMessage(request, instance)
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             if fault.status is not None:
@@ -244,14 +270,35 @@ class GreenApiEmulator:
             return _error(400, "Validation failed. Details: 'typingTime' must be 1000-20000")
         if instance.quota_exceeded:
             return JSONResponse(QUOTA_466_BODY, status_code=466)
-        if instance.state in ("notAuthorized", "blocked"):
+        if instance.state == "blocked":
             return _error(400, "instance account not authorized")
         if instance.state == "starting":
             return _error(400, "instance in starting process try later")
         message_id = "BAE5" + secrets.token_hex(6).upper()
+        now = time.time()
+        queued = instance.state == "notAuthorized"
         with self._lock:
-            instance.sent.append({**data, "idMessage": message_id})
+            (instance.queued if queued else instance.sent).append({**data, "idMessage": message_id})
+            instance.outgoing.append({
+                "type": "outgoing", "idMessage": message_id, "timestamp": int(now),
+                "statusMessage": "pending" if queued else "sent", "sendByApi": True,
+                "typeMessage": "textMessage", "chatId": data["chatId"], "textMessage": data["message"],
+                "_visible_at": now + self.outgoing_lag_s,
+            })
         return JSONResponse({"idMessage": message_id})
+
+    async def _lastOutgoingMessages(self, request: Request, instance: Instance) -> Response:  # noqa: N802
+        raw = request.query_params.get("minutes", "1440")
+        if not raw.isdigit() or int(raw) < 1:
+            return _error(400, "Validation failed. Details: 'minutes' must be a positive number")
+        now = time.time()
+        since = now - int(raw) * 60
+        with self._lock:
+            visible = [
+                {k: v for k, v in m.items() if not k.startswith("_")}
+                for m in instance.outgoing if m["_visible_at"] <= now and m["timestamp"] >= since
+            ]
+        return JSONResponse(list(reversed(visible)))
 
     async def _getStateInstance(self, request: Request, instance: Instance) -> Response:  # noqa: N802
         return JSONResponse({"stateInstance": instance.state})

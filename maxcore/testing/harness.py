@@ -41,6 +41,8 @@ class Running:
         drain = getattr(self.runtime.inbox, "drain", None)
         if drain is None or not await drain(timeout):
             raise AssertionError(f"inbox did not drain within {timeout}s")
+        # Audit rows reach the memory store through the outbox: ship them before a test reads them.
+        await self.runtime.flush_audit()
 
 
 @contextlib.asynccontextmanager

@@ -55,28 +55,31 @@ class MemoryContract:
 
     async def test_audit_log(self, memory_pair: tuple[Any, Any]) -> None:
         memory, _ = memory_pair
-        await memory.audit(AuditEntry(action="lead_created", details={"lead_id": "x"},
-                                      message_id="m1"))
-        await memory.audit(AuditEntry(action="reply_sent", details={}, message_id="m1"))
+        await memory.audit_batch([
+            AuditEntry(action="lead_created", details={"lead_id": "x"}, message_id="m1"),
+            AuditEntry(action="reply_sent", details={}, message_id="m1"),
+        ])
         rows = await memory.audit_log()
         assert [r.action for r in rows] == ["lead_created", "reply_sent"]
         assert rows[0].details == {"lead_id": "x"} and rows[0].message_id == "m1"
         only = await memory.audit_log(action="reply_sent")
         assert [r.action for r in only] == ["reply_sent"]
 
-    async def test_effects_journal(self, memory_pair: tuple[Any, Any]) -> None:
-        memory, other = memory_pair
-        assert await memory.get_effect("k1") is None
-        await memory.put_effect("k1", {"status": "created", "id": "42"})
-        await memory.put_effect("k1", {"status": "created", "id": "42"})  # idempotent
-        assert await memory.get_effect("k1") == {"status": "created", "id": "42"}
-        assert await other.get_effect("k1") is None
+    async def test_audit_batch_is_idempotent_on_the_row_id(self, memory_pair: tuple[Any, Any]) -> None:
+        """The core's outbox re-sends a batch whose answer it did not get."""
+        memory, _ = memory_pair
+        first = AuditEntry(action="llm_call", details={"round": 0}, message_id="m1")
+        second = AuditEntry(action="reply_sent", details={}, message_id="m1")
+        await memory.audit_batch([first])
+        await memory.audit_batch([first, second])
+        await memory.audit_batch([first, second])
+        assert [r.action for r in await memory.audit_log()] == ["llm_call", "reply_sent"]
 
     async def test_tenants_are_isolated(self, memory_pair: tuple[Any, Any]) -> None:
         a, b = memory_pair
         await a.append_history("chat-1", [ChatTurn(role=Role.USER, content="secret A")])
         await a.remember("chat-1", "k", "A")
-        await a.audit(AuditEntry(action="lead_created", details={}))
+        await a.audit_batch([AuditEntry(action="lead_created", details={})])
         assert await b.history("chat-1", 10) == []
         assert await b.facts("chat-1") == {}
         assert await b.audit_log() == []

@@ -94,6 +94,9 @@ class OpenAIEmulator:
                  models: Sequence[str] = ("gpt-4o-mini",)) -> None:
         self.api_key = api_key  # None: no-auth mode, any or no Authorization accepted
         self.models = list(models)
+        # The model's context window in tokens (counted as characters / 4): a longer
+        # request gets OpenAI's 400 context_length_exceeded. None: unlimited.
+        self.max_context_tokens: int | None = None
         self.requests: list[RecordedRequest] = []
         self._faults: collections.deque[Fault] = collections.deque()
         self._lock = threading.Lock()
@@ -167,6 +170,7 @@ class OpenAIEmulator:
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+            self.max_context_tokens = None
 
     def completions(self) -> list[RecordedRequest]:
         with self._lock:
@@ -192,6 +196,16 @@ class OpenAIEmulator:
             raise APIError(401, f"Incorrect API key provided: {shown}. You can find your API key "
                            "at https://platform.openai.com/account/api-keys.", code="invalid_api_key")
 
+    def _check_context(self, body: dict[str, Any]) -> None:
+        if self.max_context_tokens is None:
+            return
+        tokens = len(json.dumps(body.get("messages"), ensure_ascii=False)) // 4
+        if tokens > self.max_context_tokens:
+            raise APIError(400, (
+                f"This model's maximum context length is {self.max_context_tokens} tokens. However, "
+                f"your messages resulted in {tokens} tokens. Please reduce the length of the messages."),
+                param="messages", code="context_length_exceeded")
+
     def _record(self, request: Request, body: dict[str, Any], status: int) -> None:
         with self._lock:
             self.requests.append(RecordedRequest(
@@ -209,6 +223,7 @@ class OpenAIEmulator:
                 raise APIError(400, "The request body must be a JSON object.")
             body = parsed
             validate_request(body, self.models)
+            self._check_context(body)
             with self._lock:
                 fault = self._faults.popleft() if self._faults else None
             if fault is not None and fault.delay:

@@ -32,11 +32,15 @@ class ToolContext:
     memory: Memory
     llm: LLM
     connector_context: ConnectorContext
+    # Where audit rows go: the pipeline's journal, committed with the tool's result.
+    audit_sink: Callable[[AuditEntry], Awaitable[None]] | None = None
 
     async def audit(self, action: str, details: dict[str, Any]) -> None:
-        await self.memory.audit(
-            AuditEntry(action=action, details=details, message_id=self.message.message_id)
-        )
+        entry = AuditEntry(action=action, details=details, message_id=self.message.message_id)
+        if self.audit_sink is not None:
+            await self.audit_sink(entry)
+        else:
+            await self.memory.audit_batch([entry])
 
 
 ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]

@@ -37,8 +37,10 @@ async def test_sqlite_forget_pseudonymises_the_audit_log(tmp_path: Path):
     memory = SqliteMemory(SqliteMemoryConfig(), context_for("acme", tmp_path))
     await memory.open()
     try:
-        await memory.audit(AuditEntry(action="reply_sent", details={"chat_id": "33612345678@c.us"}))
-        await memory.audit(AuditEntry(action="reply_sent", details={"chat_id": "other@c.us"}))
+        await memory.audit_batch([
+            AuditEntry(action="reply_sent", details={"chat_id": "33612345678@c.us"}),
+            AuditEntry(action="reply_sent", details={"chat_id": "other@c.us"}),
+        ])
         await memory.forget("33612345678@c.us")
         details = [entry.details for entry in await memory.audit_log()]
     finally:

@@ -192,7 +192,7 @@ def test_set_up_as_documented_all_checks_pass(fresh: Stack, tmp_path: Path) -> N
     channel, _ = line_of(result, SUBJECTS[0])
     assert f"authorized, webhook {PUBLIC_URL}/webhooks/greenapi" in channel
     assert "Lead has tenantId" in line_of(result, SUBJECTS[1])[0]
-    assert "schema v1" in line_of(result, SUBJECTS[2])[0]
+    assert "schema v2" in line_of(result, SUBJECTS[2])[0]
     assert "model gpt-4o-mini available" in line_of(result, SUBJECTS[3])[0]
 
 

@@ -14,7 +14,7 @@ import attrs
 from loguru import logger
 
 from maxcore.connectors import ChannelBase, ConnectorContext, Submit, WebhookRequest
-from maxcore.errors import MaxcoreError, PermanentError, WebhookError
+from maxcore.errors import MaxcoreError, PermanentError, RetryableError, WebhookError
 from maxcore.types import FIXED_REPLY, Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
 from maxcore.webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, json_body, require
 
@@ -87,6 +87,10 @@ def _ids(data: dict[str, Any]) -> tuple[str | None, str | None]:
             message_id if isinstance(message_id, str) else None)
 
 
+class JournalLag(RetryableError):
+    """An interrupted send is not in the outgoing journal, which may still lag: ask later."""
+
+
 def health_of(state: str) -> Health:
     status, reason = HEALTH_BY_STATE.get(
         state, ("degraded", f"{state} (unknown state) — fix: look at the instance in the Green-API console"))
@@ -98,6 +102,8 @@ class GreenApiChannel(ChannelBase):
 
     name = CHANNEL
     Config = GreenApiConfig
+    # lastOutgoingMessages tells whether an interrupted send went out (contract §10).
+    can_reconcile = True
 
     def __init__(self, config: GreenApiConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -295,7 +301,45 @@ class GreenApiChannel(ChannelBase):
             first_id = first_id or provider_id
             log.info("[GREENAPI_SEND] sent part {}/{} ({} chars) to chat {}: idMessage {}",
                      index + 1, len(parts), len(part), message.chat_id, provider_id)
+        if self._state == "notAuthorized":
+            # Accepted and kept up to 24 h by Green-API until the QR code is scanned (§12).
+            log.warning("[GREENAPI_SEND] instance not authorised: the reply is queued at Green-API, "
+                        "not delivered — fix: scan the QR code in the Green-API console")
+            return SendResult(message_id=first_id, status="queued")
         return SendResult(message_id=first_id)
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+        """Look for an interrupted send in the outgoing journal (``lastOutgoingMessages``):
+        every part of ``text`` sent by the API to ``chat_id`` since ``since``. Not there
+        yet while the journal may still lag (``outgoing_journal_lag_s`` from ``since``):
+        raise RetryableError so the inbox asks again once the lag has passed."""
+        elapsed = time.time() - since
+        minutes = max(1, int(elapsed // 60) + 2)
+        journal = await self.client.last_outgoing(minutes)
+        # Timestamps are whole seconds: a send in the second ``since`` falls in counts.
+        earliest = int(since) - 1
+        found: dict[str, str | None] = {}
+        for entry in journal:
+            if (entry.get("chatId") == chat_id and entry.get("sendByApi") is not False
+                    and isinstance(entry.get("timestamp"), int) and entry["timestamp"] >= earliest):
+                found.setdefault(str(entry.get("textMessage")), entry.get("idMessage"))
+        parts = split_message(text)
+        log = logger.bind(tenant=self.tenant)
+        if all(part in found for part in parts):
+            status = "queued" if any(e.get("statusMessage") == "pending" for e in journal
+                                     if e.get("idMessage") == found[parts[0]]) else "sent"
+            return SendResult(message_id=found[parts[0]], status=status)
+        lag = self.config.outgoing_journal_lag_s
+        if elapsed < lag:
+            log.info("[GREENAPI_SEND] interrupted send to chat {} not in the outgoing journal yet; "
+                     "asking again in {:.1f}s", chat_id, lag - elapsed)
+            raise JournalLag(f"Green-API outgoing journal may lag {lag:g}s; the send started "
+                             f"{elapsed:.1f}s ago", retry_after=lag - elapsed)
+        if any(part in found for part in parts):
+            # Some parts of a long reply went out: sending again repeats them (at least once).
+            log.warning("[GREENAPI_SEND] only some parts of an interrupted send to chat {} went "
+                        "out: sending the whole reply again", chat_id)
+        return None
 
     def resend_text(self, message: InboundMessage) -> str:
         """What to answer when Green-API could not deliver the sender's message to us."""

@@ -7,13 +7,10 @@ Errors are keyed on the status (the bodies are not consistent, contract §7).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 from typing import Any
 
 import httpx
-from loguru import logger
 
 from maxcore.errors import PermanentError, RetryableError
 from maxcore.logs import REDACTOR
@@ -28,9 +25,19 @@ MAX_RETRY_AFTER_S = 30.0
 class InstanceStarting(RetryableError):
     """The instance is (re)booting: retried later by the inbox, not in a tight loop here."""
 
+    not_sent = True  # refused before anything was queued
+
 
 class RateLimited(RetryableError):
     """429: the per-instance, per-method requests-per-second limit (contract §8)."""
+
+    not_sent = True
+
+
+class Unreachable(RetryableError):
+    """No connection to Green-API could be made: nothing reached it."""
+
+    not_sent = True
 
 
 class GreenApiClient:
@@ -76,7 +83,9 @@ class GreenApiClient:
             )
         except httpx.HTTPError as exc:
             # ``from None``: the httpx exception may quote the URL, hence the token.
-            raise RetryableError(
+            unreachable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            kind = Unreachable if unreachable else RetryableError
+            raise kind(
                 f"Green-API {method}: {type(exc).__name__} {self._clean(str(exc))}".rstrip()
             ) from None
         if response.status_code == 200:
@@ -125,22 +134,15 @@ class GreenApiClient:
 
     # -- methods ------------------------------------------------------------------
     async def send_message(self, payload: dict[str, Any]) -> str | None:
-        """POST sendMessage, retrying 429/5xx/transport errors with jittered backoff."""
-        attempts = self.config.max_send_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                answer = await self.call("POST", "sendMessage", json_body=payload)
-                return answer.get("idMessage") if isinstance(answer, dict) else None
-            except RetryableError as exc:
-                if attempt >= attempts or isinstance(exc, InstanceStarting):
-                    raise
-                delay = _backoff(attempt, self.config.backoff_initial_ms / 1000, exc.retry_after)
-                logger.bind(tenant=self.tenant).warning(
-                    "[GREENAPI_SEND] attempt {}/{} failed ({}); retrying in {:.2f}s",
-                    attempt, attempts, exc, delay,
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        """POST sendMessage once. A failure is raised, never retried here: the inbox puts
+        the message back on a timer, and the journal checks whether it went out first."""
+        answer = await self.call("POST", "sendMessage", json_body=payload)
+        return answer.get("idMessage") if isinstance(answer, dict) else None
+
+    async def last_outgoing(self, minutes: int) -> list[dict[str, Any]]:
+        """The outgoing journal of the last ``minutes`` (newest first, contract §10)."""
+        answer = await self.call("GET", "lastOutgoingMessages", params={"minutes": minutes})
+        return [m for m in answer if isinstance(m, dict)] if isinstance(answer, list) else []
 
     async def get_state(self) -> str:
         answer = await self.call("GET", "getStateInstance")
@@ -185,11 +187,6 @@ def _retry_after(response: httpx.Response) -> float | None:
         return min(float(value), MAX_RETRY_AFTER_S) if value else None
     except ValueError:
         return None
-
-
-def _backoff(attempt: int, initial: float, retry_after: float | None) -> float:
-    delay = random.uniform(0, initial * 2 ** (attempt - 1))
-    return max(delay, retry_after or 0.0)
 
 
 def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:

@@ -48,7 +48,9 @@ class GreenApiConfig:
     quote_replies: bool = False
     receive_timeout_s: int = attrs.field(default=20, validator=in_range(5, 60))
     timeout_s: float = attrs.field(default=30.0, validator=in_range(1, 300))
-    max_send_attempts: int = attrs.field(default=4, validator=in_range(1, 10))
+    # How long a sent message may take to appear in lastOutgoingMessages (up to 2 minutes,
+    # Green-API's docs): an interrupted send is taken as not sent only after that.
+    outgoing_journal_lag_s: float = attrs.field(default=120.0, validator=in_range(0, 600))
     backoff_initial_ms: int = attrs.field(default=500, validator=in_range(1, 60_000))
     resend_text: str | None = attrs.field(default=None, validator=non_empty)
 

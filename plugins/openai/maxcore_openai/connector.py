@@ -11,15 +11,20 @@ Tenant YAML::
       max_output_tokens: 500              # optional
       token_limit_field: auto             # auto | max_completion_tokens | max_tokens
       timeout_s: 30                       # per request (the SDK's default is 600)
-      max_retries: 2                      # the SDK's quick retries, honouring Retry-After
+      max_retries: 0                      # the SDK's own quick retries (in the worker)
       organization: org-...               # optional (OpenAI-Organization header)
       project: proj_...                   # optional (OpenAI-Project header)
 
-Retries: the SDK retries one request ``max_retries`` times (connection errors, 408,
-409, 429, 5xx), waiting what ``retry-after-ms`` / ``retry-after`` says when it is at
-most 120 s. What is still failing after that becomes a ``RetryableError`` whose
-``retry_after`` is the server's last word, and the core's inbox replays the message no
-sooner than that (its tool side effects are journalled, so nothing runs twice).
+Retries: by default none here. A connection error, 408, 409, 429 or 5xx becomes a
+``RetryableError`` whose ``retry_after`` is the server's word (``retry-after-ms`` /
+``retry-after``), and the core's inbox puts the message back on a timer no sooner than
+that, without holding a worker (the model replies and tool results already journalled
+are not asked or run again). ``max_retries`` > 0 lets the SDK retry inside the worker
+first (it waits at most 120 s for a Retry-After).
+
+A request over the model's context window (400 ``context_length_exceeded``) is sent
+once more without the conversation's earlier turns; if even that does not fit, the
+message is dead with a reason that says what to change.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from loguru import logger
 from maxcore.config.models import FieldValueError, http_url, in_range, non_empty, one_of
 from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import PermanentError
-from maxcore.types import Health, LLMReply, LLMRequest
+from maxcore.types import Health, LLMReply, LLMRequest, Role
 
 from .translate import messages_of, reply_of, tool_of
 
@@ -61,7 +66,7 @@ class OpenAIConfig:
     token_limit_field: str = attrs.field(
         default="auto", validator=one_of("auto", "max_completion_tokens", "max_tokens"))
     timeout_s: float = attrs.field(default=30.0, validator=in_range(1, 600))
-    max_retries: int = attrs.field(default=2, validator=in_range(0, 10))
+    max_retries: int = attrs.field(default=0, validator=in_range(0, 10))
     organization: str | None = attrs.field(default=None, validator=non_empty)
     project: str | None = attrs.field(default=None, validator=non_empty)
 
@@ -139,6 +144,26 @@ class OpenAILLM(ConnectorBase):
         return body
 
     async def complete(self, request: LLMRequest) -> LLMReply:
+        from .errors import ContextTooLong
+
+        try:
+            return await self._complete(request)
+        except ContextTooLong as exc:
+            trimmed = without_history(request)
+            if trimmed is None:
+                raise ContextTooLong(f"{exc} — nothing left to trim: fix: shorten the tenant's "
+                                     "system_prompt or choose a model with a larger context") from None
+            dropped = len(request.messages) - len(trimmed.messages)
+            self._log.warning("[LLM] request over the context window of {}: {} earlier turn(s) of "
+                              "the conversation dropped, trying once more", self.config.model, dropped)
+        try:
+            return await self._complete(trimmed)
+        except ContextTooLong as exc:
+            raise ContextTooLong(f"{exc} — even without the conversation's history: fix: shorten the "
+                                 "tenant's system_prompt or the message, or choose a model with a "
+                                 "larger context") from None
+
+    async def _complete(self, request: LLMRequest) -> LLMReply:
         import openai
 
         from .errors import map_error
@@ -200,3 +225,11 @@ class OpenAILLM(ConnectorBase):
         if isinstance(exc, openai.APIConnectionError):  # timeouts included
             return f"check llm.base_url ({self.config.url}) and that the server is reachable from here"
         return f"check the llm block (base_url, api_key, model) and the status of {self.config.url}"
+
+
+def without_history(request: LLMRequest) -> LLMRequest | None:
+    """``request`` without the turns before the current user message (None: none to drop)."""
+    users = [i for i, turn in enumerate(request.messages) if turn.role == Role.USER]
+    if not users or users[-1] == 0:
+        return None
+    return attrs.evolve(request, messages=request.messages[users[-1]:])

@@ -20,6 +20,10 @@ from maxcore.logs import redact
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
+class ContextTooLong(PermanentError):
+    """400 ``context_length_exceeded``: the request does not fit the model's window."""
+
+
 def retry_after_of(headers: Mapping[str, str] | None) -> float | None:
     """Seconds the server asked us to wait: ``retry-after-ms``, else ``retry-after``
     (seconds, fractional allowed, or an HTTP date). None when absent or unreadable."""
@@ -73,6 +77,9 @@ def map_error(exc: openai.OpenAIError, *, tenant: str, model: str, base_url: str
         # Arrives as 429 but waiting does not help: billing must change.
         return PermanentError(f"OpenAI quota exhausted for tenant {tenant} (429 insufficient_quota "
                               f"from {base_url}): check the account's plan and billing")
+    if code == "context_length_exceeded":
+        return ContextTooLong(f"the conversation is longer than the context window of {model} "
+                              f"(tenant {tenant}, {base_url}): {_upstream_message(exc)}")
     if status >= 500 or status in RETRYABLE_STATUSES:
         return RetryableError(
             f"OpenAI answered {status} {code or exc.type or ''} ({where}): {_upstream_message(exc)}",

@@ -1,8 +1,13 @@
-"""The ``supabase`` memory connector: history, facts, audit log and effects journal.
+"""The ``supabase`` memory connector: history, facts and the audit log.
 
 Tables (deploy/supabase/migrations): ``sessions`` (one row per chat with the last
 ``history_messages`` turns), ``tenant_memory`` (facts), ``max_logs`` (append-only
-audit), ``processed_messages`` (effects journal).
+audit, filled in batches by the core's audit outbox). The per-message journal is the
+core's (in its inbox database), not a table here.
+
+Round trips per message: one ``maxcore_context`` call reads the history window and the
+facts together; the append writes the window read then (one conversation is processed
+at a time, so it is still current); audit rows arrive batched with other messages'.
 
 Isolation: every query goes through :meth:`SupabaseMemory._scoped`, which adds
 ``tenant_id=eq.<tenant>``, and every written row through :meth:`_row`, which sets
@@ -11,16 +16,16 @@ RLS); with ``jwt_secret`` each request also carries a short-lived tenant JWT, so
 database's RLS policies enforce the same boundary.
 
 supabase-py retries only GET/HEAD; every write here is an idempotent upsert (audit rows
-have a client-generated id and ``ignore-duplicates``), so a write whose connection
-dropped (idle HTTP/2 connections do) is safely re-sent once.
+carry the core's row id and ``ignore-duplicates``), so a write whose connection dropped
+(idle HTTP/2 connections do) is safely re-sent once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -41,11 +46,13 @@ from .errors import APPLY_MIGRATIONS, health_fix, translate
 from .tokens import TenantTokens
 
 T = TypeVar("T")
-TABLES = ("tenant_memory", "sessions", "max_logs", "processed_messages")
+TABLES = ("tenant_memory", "sessions", "max_logs")
 PAGE = 1000  # Supabase's default max rows per response
 MAX_EXPORT_ROWS = 1_000_000
 WRITE_ATTEMPTS = 2
-SCHEMA_VERSION = 1  # what maxcore_schema_version() returns once deploy/supabase/migrations ran
+SCHEMA_VERSION = 2  # what maxcore_schema_version() returns once deploy/supabase/migrations ran
+AUDIT_BATCH_ROWS = 500  # rows per insert request
+WINDOW_CACHE_CHATS = 10_000  # history windows kept between a message's read and its append
 
 
 def rls_problems(status: Any) -> list[str]:
@@ -100,6 +107,11 @@ class SupabaseMemory(ConnectorBase):
         self._tokens = TenantTokens(config.jwt_secret, context.tenant) if config.jwt_secret else None
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncClient | None = None
+        # chat -> (history window, facts) as maxcore_context returned them for the
+        # message being processed: facts() and append_history() use them instead of
+        # asking again.
+        self._read: collections.OrderedDict[str, tuple[list[dict[str, Any]], dict[str, Any] | None]] = (
+            collections.OrderedDict())
         self._log = logger.bind(tenant=context.tenant, message_id="-")
 
     @property
@@ -224,16 +236,33 @@ class SupabaseMemory(ConnectorBase):
         return out
 
     # -- Memory protocol ---------------------------------------------------------
+    def _keep(self, chat_id: str, window: list[dict[str, Any]], facts: dict[str, Any] | None) -> None:
+        self._read[chat_id] = (window, facts)
+        self._read.move_to_end(chat_id)
+        while len(self._read) > WINDOW_CACHE_CHATS:
+            self._read.popitem(last=False)
+
+    async def _context(self, chat_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """History window and facts in one round trip (``maxcore_context``)."""
+        found = await self._call("read context", lambda: self._api().rpc(
+            "maxcore_context", {"p_tenant_id": self.tenant, "p_chat_id": chat_id}).execute())
+        data = found.data if isinstance(found.data, dict) else {}
+        return list(data.get("history") or []), dict(data.get("facts") or {})
+
     async def _window(self, chat_id: str) -> list[dict[str, Any]]:
+        kept = self._read.pop(chat_id, None)
+        if kept is not None:
+            return kept[0]
         found = await self._call("read sessions", lambda: self._scoped(
             "sessions", lambda t: t.select("history")).eq("chat_id", chat_id).limit(1).execute())
         return list(found.data[0]["history"]) if found.data else []
 
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]:
+        window, facts = await self._context(chat_id)
+        self._keep(chat_id, window, facts)
         if limit <= 0:
             return []
-        window = (await self._window(chat_id))[-limit:]
-        return [ChatTurn(role=turn["role"], content=turn.get("content")) for turn in window]
+        return [ChatTurn(role=turn["role"], content=turn.get("content")) for turn in window[-limit:]]
 
     async def append_history(self, chat_id: str, turns: Sequence[ChatTurn]) -> None:
         new = [{"role": str(turn.role), "content": turn.content} for turn in turns if turn.content]
@@ -247,6 +276,11 @@ class SupabaseMemory(ConnectorBase):
                            "tenant_id,chat_id")
 
     async def facts(self, chat_id: str) -> dict[str, Any]:
+        kept = self._read.get(chat_id)
+        if kept is not None and kept[1] is not None:
+            # Read with the history a moment ago; consumed, so a later call asks again.
+            self._read[chat_id] = (kept[0], None)
+            return dict(kept[1])
         rows = await self._select_all(
             "tenant_memory", "key,value", lambda q: q.eq("chat_id", chat_id).order("key"), 10_000)
         return {row["key"]: row["value"] for row in rows}
@@ -256,7 +290,7 @@ class SupabaseMemory(ConnectorBase):
                         updated_at=_iso(datetime.now(UTC).timestamp()))
         await self._upsert("tenant_memory", [row], "tenant_id,chat_id,key")
 
-    async def audit(self, entry: AuditEntry) -> None:
+    def _audit_row(self, entry: AuditEntry) -> dict[str, Any]:
         details = _jsonable(entry.details)
         chat_hash = None
         if isinstance(details.get("chat_id"), str):
@@ -264,12 +298,21 @@ class SupabaseMemory(ConnectorBase):
             chat_hash = hash_chat_id(details.pop("chat_id"))
             details["chat_hash"] = chat_hash
         chat_hash = chat_hash or details.get("chat_hash")
-        row = self._row(id=str(uuid.uuid4()), action=entry.action, details=details,
-                        message_id=entry.message_id, chat_hash=chat_hash,
-                        created_at=_iso(entry.created_at))
-        await self._upsert("max_logs", [row], "id", ignore_duplicates=True)
-        logger.bind(tenant=self.tenant, message_id=entry.message_id or "-").info(
-            "[SUPABASE] max_logs <- {}", entry.action)
+        return self._row(id=entry.id, action=entry.action, details=details,
+                         message_id=entry.message_id, chat_hash=chat_hash,
+                         created_at=_iso(entry.created_at))
+
+    async def audit_batch(self, entries: Sequence[AuditEntry]) -> None:
+        rows = [self._audit_row(entry) for entry in entries]
+        for start in range(0, len(rows), AUDIT_BATCH_ROWS):
+            # ignore-duplicates on the core's row id: a batch re-sent after a lost answer
+            # leaves each row once.
+            await self._upsert("max_logs", rows[start:start + AUDIT_BATCH_ROWS], "id",
+                               ignore_duplicates=True)
+        if rows:
+            actions = collections.Counter(entry.action for entry in entries)
+            self._log.info("[SUPABASE] max_logs <- {} row(s): {}", len(rows),
+                           ", ".join(f"{a} x{n}" for a, n in sorted(actions.items())))
 
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
@@ -285,15 +328,12 @@ class SupabaseMemory(ConnectorBase):
         return [AuditEntry(action=r["action"], details=r["details"], message_id=r["message_id"],
                            created_at=_epoch(r["created_at"])) for r in rows]
 
-    async def get_effect(self, key: str) -> dict[str, Any] | None:
-        found = await self._call("read processed_messages", lambda: self._scoped(
-            "processed_messages", lambda t: t.select("result")).eq("key", key).limit(1).execute())
-        return found.data[0]["result"] if found.data else None
-
-    async def put_effect(self, key: str, result: dict[str, Any]) -> None:
-        row = self._row(key=key, state="done", result=_jsonable(result),
-                        updated_at=_iso(datetime.now(UTC).timestamp()))
-        await self._upsert("processed_messages", [row], "tenant_id,key")
+    async def purge_history(self, before: float) -> int:
+        """Conversation windows not touched since ``before`` (retention.history_days)."""
+        done = await self._call("purge sessions", lambda: self._scoped(
+            "sessions", lambda q: q.delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
+        ).lt("updated_at", _iso(before)).execute())
+        return int(done.count or 0)
 
     def _erase_chat(self, table: str, chat_id: str) -> Any:
         return self._scoped(
@@ -301,6 +341,7 @@ class SupabaseMemory(ConnectorBase):
         ).eq("chat_id", chat_id).execute()
 
     async def forget(self, chat_id: str) -> int:
+        self._read.pop(chat_id, None)
         removed = 0
         for table in ("tenant_memory", "sessions"):
             done = await self._call(f"erase from {table}", functools.partial(
@@ -312,7 +353,7 @@ class SupabaseMemory(ConnectorBase):
     async def export(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for table in TABLES:
-            order = "seq" if table == "max_logs" else ("chat_id" if table != "processed_messages" else "key")
+            order = "seq" if table == "max_logs" else "chat_id"
             rows = await self._select_all(
                 table, "*", functools.partial(_ordered, column=order), MAX_EXPORT_ROWS)
             out.extend({"table": table, **row} for row in rows)

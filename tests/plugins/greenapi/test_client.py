@@ -66,26 +66,37 @@ def test_split_without_paragraphs() -> None:
     assert split_message("x" * 130, 60) == ["x" * 60, "x" * 60, "x" * 10]
 
 
-async def test_429_and_502_are_retried(channel: GreenApiChannel, emulator: GreenApiEmulator) -> None:
+async def test_429_and_502_are_raised_for_the_inbox_to_retry(
+        channel: GreenApiChannel, emulator: GreenApiEmulator) -> None:
+    """No retry loop inside a worker: one call, a RetryableError, the inbox schedules."""
     emulator.fail("sendMessage", status=429, times=1)
-    emulator.fail("sendMessage", status=502, times=2)
+    with pytest.raises(RetryableError) as limited:
+        await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
+    assert getattr(limited.value, "not_sent", False)  # a 429 took nothing
+    emulator.fail("sendMessage", status=502, times=1)
+    with pytest.raises(RetryableError) as failed:
+        await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
+    assert "502" in str(failed.value) and not getattr(failed.value, "not_sent", False)
+    no_secret(str(failed.value))
     await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
     calls = emulator.instances[INSTANCE].calls
-    assert calls.count("sendMessage") == 4 and len(emulator.instances[INSTANCE].sent) == 1
+    assert calls.count("sendMessage") == 3 and len(emulator.instances[INSTANCE].sent) == 1
 
 
-async def test_persistent_5xx_gives_a_retryable_error(channel: GreenApiChannel,
-                                                      emulator: GreenApiEmulator) -> None:
-    emulator.fail("sendMessage", status=502, times=10)
-    with pytest.raises(RetryableError) as info:
-        await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
-    assert "502" in str(info.value)
-    assert emulator.instances[INSTANCE].calls.count("sendMessage") == 4  # max_send_attempts
-    no_secret(str(info.value))
+async def test_not_authorised_instance_queues_the_reply(
+        channel: GreenApiChannel, emulator: GreenApiEmulator) -> None:
+    """Green-API accepts sendMessage before the QR code is scanned and holds it (§12)."""
+    emulator.set_state(INSTANCE, "notAuthorized")
+    assert (await channel.health()).status == "down"
+    result = await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
+    assert result.status == "queued" and result.message_id
+    instance = emulator.instances[INSTANCE]
+    assert instance.sent == [] and [m["message"] for m in instance.queued] == ["Bonjour"]
+    emulator.set_state(INSTANCE, "authorized")
+    assert [m["message"] for m in instance.sent] == ["Bonjour"] and instance.queued == []
 
 
 @pytest.mark.parametrize(("setup", "expected"), [
-    ("state:notAuthorized", "scan the QR code"),
     ("state:blocked", "scan the QR code"),
     ("quota", "monthly quota exceeded"),
     ("token", "api_token"),
@@ -194,13 +205,17 @@ def test_config_accepts_env_strings_and_instance_hosts() -> None:
     assert config.ignore_groups is True and config.webhook_token is None
 
 
-async def test_upstream_timeout_is_retried(make_channel: Callable[..., GreenApiChannel],
-                                           emulator: GreenApiEmulator) -> None:
-    """A hung upstream (no answer within timeout_s) counts as a transport failure."""
+async def test_upstream_timeout_is_retryable_and_may_have_been_sent(
+        make_channel: Callable[..., GreenApiChannel], emulator: GreenApiEmulator) -> None:
+    """A hung upstream (no answer within timeout_s) is a transport failure the inbox retries;
+    it is not marked ``not_sent``: the request may have got through (the journal checks)."""
     channel = make_channel(timeout_s=1)
     emulator.fail("sendMessage", status=502, delay_s=1.5, times=1)
     await channel.open()
     try:
+        with pytest.raises(RetryableError) as info:
+            await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
+        assert not getattr(info.value, "not_sent", False)
         await channel.send(OutboundMessage(chat_id=CHAT, text="Bonjour"))
     finally:
         await channel.close()

@@ -280,7 +280,7 @@ async def test_process_environment_does_not_leak_into_tenants(
 
 def test_config_is_validated_strictly() -> None:
     config, problems = structure({"model": "gpt-4o-mini", "api_key": "sk-1", "timeout_s": 30}, OpenAIConfig)
-    assert problems == [] and config is not None and config.max_retries == 2
+    assert problems == [] and config is not None and config.max_retries == 0
     _, problems = structure({"model": "m"}, OpenAIConfig, "llm")
     assert problems and problems[0][0] == "llm.api_key" and "required for OpenAI" in problems[0][1]
     _, problems = structure({"api_key": "k", "temprature": 1}, OpenAIConfig, "llm")
@@ -291,3 +291,28 @@ def test_config_is_validated_strictly() -> None:
     assert problems[0][0] == "llm.base_url"
     _, problems = structure({"base_url": "http://localhost:11434/v1"}, OpenAIConfig, "llm")
     assert problems == []
+
+
+async def test_context_length_exceeded_trims_history_once_then_is_permanent(
+        emulator: Any, llm: OpenAILLM) -> None:
+    from maxcore_openai.errors import ContextTooLong
+
+    from maxcore.types import ChatTurn, LLMRequest, Role
+
+    history = tuple(ChatTurn(role=Role.USER if i % 2 == 0 else Role.ASSISTANT, content="x" * 400)
+                    for i in range(20))
+    current = ChatTurn(role=Role.USER, content="Nouveau lead : Jean Dupont, jean@dupont.fr")
+    request = LLMRequest(system="Tu es MAX.", messages=(*history, current))
+    emulator.max_context_tokens = 500  # the history alone is ~2000 tokens
+    reply = await llm.complete(request)
+    sent = [r.body["messages"] for r in emulator.completions()]
+    assert [r.status for r in emulator.completions()] == [400, 200]
+    assert len(sent[1]) == 2 and sent[1][-1]["content"] == current.content  # system + the message
+    assert reply.tool_calls or reply.text
+
+    emulator.reset()  # (also lifts the window: reset again by the fixture for the next test)
+    emulator.max_context_tokens = 5
+    with pytest.raises(ContextTooLong, match="even without the conversation's history") as caught:
+        await llm.complete(request)
+    assert isinstance(caught.value, PermanentError) and "fix: " in str(caught.value)
+    assert [r.status for r in emulator.completions()] == [400, 400]  # retried once, no more

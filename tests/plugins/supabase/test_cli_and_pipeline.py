@@ -41,7 +41,7 @@ async def test_export_and_forget_from_the_command_line(
         await memory.open()
         await memory.remember("33612@c.us", "city", "Lyon")
         await memory.append_history("33612@c.us", [ChatTurn(role=Role.USER, content="bonjour")])
-        await memory.audit(AuditEntry(action="lead_created", details={"lead_id": "1"}))
+        await memory.audit_batch([AuditEntry(action="lead_created", details={"lead_id": "1"})])
         await memory.close()
 
     runner = CliRunner()

@@ -132,8 +132,8 @@ def test_auth_failures(emulator: PostgrestEmulator) -> None:
 
 def test_rpc_and_read_only_get(emulator: PostgrestEmulator) -> None:
     with rest(emulator) as client:
-        assert client.post("/rpc/maxcore_schema_version", json={}).json() == 1
-        assert client.get("/rpc/maxcore_schema_version").json() == 1
+        assert client.post("/rpc/maxcore_schema_version", json={}).json() == 2
+        assert client.get("/rpc/maxcore_schema_version").json() == 2
     # A GET runs in a READ ONLY transaction, as PostgREST's does.
     last = emulator.requests[-1]
     assert last.method == "GET" and last.role == "service_role"

@@ -16,7 +16,9 @@ from maxcore.testing.postgrest_emulator import PostgrestEmulator
 from maxcore.testing.server import free_port
 from maxcore.types import Health
 
-from .conftest import JWT_SECRET, MIGRATIONS, TABLES
+from .conftest import JWT_SECRET, MIGRATIONS
+
+PLUGIN_TABLES = ("tenant_memory", "sessions", "max_logs")
 
 APPLY = "fix: apply deploy/supabase/migrations"
 
@@ -49,11 +51,11 @@ async def test_migrated_project_is_ok_in_both_modes(
         jwt: bool, emulator: PostgrestEmulator, memory_factory: Callable[..., SupabaseMemory]) -> None:
     health = await health_of(memory_factory("tenant-a", jwt=jwt))
     assert health.status == "ok", health
-    assert "schema v1" in health.reason and all(table in health.reason for table in TABLES)
+    assert "schema v2" in health.reason and all(table in health.reason for table in PLUGIN_TABLES)
     assert "RLS enabled and forced" in health.reason
     # Read-only, and every table read was scoped to the tenant.
     assert {r.method for r in emulator.requests} <= {"GET", "POST"}
-    for table in TABLES:
+    for table in PLUGIN_TABLES:
         reads = emulator.table_requests(table)
         assert reads and all(r.param("tenant_id") == "eq.tenant-a" for r in reads)
 
@@ -69,11 +71,11 @@ async def test_a_missing_table_is_named(
         postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
     dsn = prepare_supabase_database(postgres_cluster, "maxcore_partial", MIGRATIONS)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("drop table public.processed_messages")
+        conn.execute("drop table public.tenant_memory cascade")
     emulator = PostgrestEmulator(postgres_cluster.dsn("maxcore_partial", "authenticator"), JWT_SECRET)
     with emulator.serve():
         health = await health_of(memory_on(emulator, tmp_path))
-    assert health.status == "down" and "read processed_messages" in health.reason
+    assert health.status == "down" and "read tenant_memory" in health.reason
     assert APPLY in health.reason
 
 

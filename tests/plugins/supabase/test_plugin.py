@@ -28,10 +28,10 @@ async def exercise(memory: Any) -> None:
     await memory.history("c1", 5)
     await memory.remember("c1", "budget", {"eur": 10})
     await memory.facts("c1")
-    await memory.audit(AuditEntry(action="memory_updated", details={"chat_id": "c1"}, message_id="m1"))
+    await memory.audit_batch([AuditEntry(action="memory_updated", details={"chat_id": "c1"},
+                                         message_id="m1")])
     await memory.audit_log(since=time.time() - 60, action="memory_updated")
-    await memory.put_effect("e1", {"ok": True})
-    await memory.get_effect("e1")
+    await memory.purge_history(time.time() - 86400)
     await memory.export()
     await memory.forget("c1")
 
@@ -118,8 +118,8 @@ async def test_audit_keeps_a_hashed_chat_id_and_logs_the_marker(
     memory = memory_factory("tenant-a")
     await memory.open()
     try:
-        await memory.audit(AuditEntry(action="message_sent", details={"chat_id": "33612@c.us"},
-                                      message_id="m9"))
+        await memory.audit_batch([AuditEntry(action="message_sent", details={"chat_id": "33612@c.us"},
+                                             message_id="m9")])
         await memory.forget("33612@c.us")
     finally:
         await memory.close()
@@ -127,7 +127,7 @@ async def test_audit_keeps_a_hashed_chat_id_and_logs_the_marker(
     with psycopg.connect(supabase_db) as conn:
         details, chat_hash = conn.execute("SELECT details::text, chat_hash FROM max_logs").fetchone()
     assert "33612" not in details and chat_hash.startswith("sha256:")
-    assert any("[SUPABASE] max_logs <- message_sent" in line and "m9" in line for line in lines)
+    assert any("[SUPABASE] max_logs <- 1 row(s): message_sent x1" in line for line in lines)
     assert not any(emulator.service_key in line for line in lines)
 
 
@@ -165,7 +165,7 @@ async def test_timeout_and_unreachable_are_retryable(
     try:
         emulator.delay_next(1.0)
         with pytest.raises(RetryableError, match="timed out"):
-            await memory.put_effect("k", {})
+            await memory.remember("k", "k", {})
     finally:
         await memory.close()
     from maxcore.testing.server import free_port
@@ -225,7 +225,7 @@ async def test_health_reports_mode_and_schema(memory_factory: Callable[..., Any]
             health = await memory.health()
         finally:
             await memory.close()
-        assert health.status == "ok" and health.reason.startswith(f"{mode}, schema v1,")
+        assert health.status == "ok" and health.reason.startswith(f"{mode}, schema v2,")
 
 
 def test_config_is_validated_from_tenant_yaml(tmp_path: Path) -> None:

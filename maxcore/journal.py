@@ -1,0 +1,243 @@
+"""The per-message journal: every step of a message recorded before the next one runs.
+
+A step is a model reply, a tool result, a send, the memory the message was answered
+with, or the final history append. Its key is the step's kind plus a hash of the step's
+*request* (the model request, the tool name and arguments, the text and chat of a send),
+and an occurrence number when the same request comes twice in one message. A replay after
+a crash therefore finds the model's recorded replies for the same requests, follows the
+same path and gets recorded tool results back instead of running the tools again.
+
+Audit rows are written in the same commit as the journal entry of the step that produced
+them, into an outbox that :mod:`maxcore.audit_outbox` ships to the memory store in
+batches. The SQLite store (:mod:`maxcore.journal_sqlite`) lives in the inbox's database;
+:class:`MemoryJournalStore` keeps everything in process memory (the CLI chat, tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from .types import AuditEntry, InboundMessage, hash_chat_id
+
+STARTED = "started"
+DONE = "done"
+
+
+def request_hash(request: Any) -> str:
+    """A stable hash of a JSON-able request (key order and whitespace do not matter)."""
+    text = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@attrs.frozen
+class StepRecord:
+    state: str
+    result: dict[str, Any] | None
+    started_at: float
+
+
+@attrs.frozen
+class OutboxRow:
+    """An audit row waiting to be shipped to the tenant's memory store."""
+
+    seq: int
+    tenant: str
+    entry: AuditEntry
+    attempts: int = 0
+
+
+class JournalStore(Protocol):
+    """Where journals and the audit outbox are kept."""
+
+    async def load(self, message_key: str) -> dict[str, StepRecord]: ...
+
+    async def record(
+        self, message: InboundMessage, step: str | None, state: str,
+        result: dict[str, Any] | None, audits: Sequence[AuditEntry],
+    ) -> float:
+        """Write one step (or, with ``step`` None, audit rows alone) in one commit;
+        returns the step's start time (kept from an earlier ``started`` record)."""
+        ...
+
+    async def clear(self, message_key: str, step: str) -> None:
+        """Forget a ``started`` step that certainly did not happen (the provider refused it)."""
+        ...
+
+    async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
+        """The oldest rows waiting, leaving out the tenants in ``skip`` (their store is failing)."""
+        ...
+
+    async def shipped(self, seqs: Sequence[int]) -> None: ...
+    async def ship_failed(self, seqs: Sequence[int], error: str) -> None: ...
+    async def outbox_size(self) -> int: ...
+
+    async def forget(self, tenant: str, chat_id: str) -> int:
+        """Erase a contact from journals, the outbox's details and stored messages."""
+        ...
+
+    async def purge(self, before: float) -> int:
+        """Remove journals (and finished stored messages) last touched before ``before``."""
+        ...
+
+
+class MessageJournal:
+    """The journal of one message: loaded once when processing starts, then written
+    step by step (one conversation runs in one place at a time, so it stays current)."""
+
+    def __init__(self, store: JournalStore, message: InboundMessage,
+                 records: dict[str, StepRecord], on_audit: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.message = message
+        self.records = records
+        self._on_audit = on_audit or (lambda: None)
+        self._seen: dict[str, int] = {}
+        self.replayed = 0  # steps answered from the journal in this run
+
+    @classmethod
+    async def open(cls, store: JournalStore, message: InboundMessage,
+                   on_audit: Callable[[], None] | None = None) -> MessageJournal:
+        return cls(store, message, await store.load(message.dedupe_key), on_audit)
+
+    def step(self, kind: str, request: Any = None) -> str:
+        """The key of the next step of ``kind`` for ``request`` in this message."""
+        base = kind if request is None else f"{kind}:{request_hash(request)}"
+        occurrence = self._seen.get(base, 0)
+        self._seen[base] = occurrence + 1
+        return base if occurrence == 0 else f"{base}:{occurrence}"
+
+    def done(self, step: str) -> dict[str, Any] | None:
+        record = self.records.get(step)
+        if record is None or record.state != DONE:
+            return None
+        self.replayed += 1
+        return record.result or {}
+
+    def started(self, step: str) -> StepRecord | None:
+        record = self.records.get(step)
+        return record if record is not None and record.state == STARTED else None
+
+    async def start(self, step: str, request: dict[str, Any]) -> float:
+        """Record that a step with an outside effect is about to run (with what it will
+        do, for a later check); its start time."""
+        started_at = await self.store.record(self.message, step, STARTED, request, ())
+        self.records[step] = StepRecord(STARTED, request, started_at)
+        return started_at
+
+    async def finish(self, step: str, result: dict[str, Any],
+                     audits: Sequence[AuditEntry] = ()) -> None:
+        started_at = await self.store.record(self.message, step, DONE, result, audits)
+        self.records[step] = StepRecord(DONE, result, started_at)
+        if audits:
+            self._on_audit()
+
+    async def clear(self, step: str) -> None:
+        await self.store.clear(self.message.dedupe_key, step)
+        self.records.pop(step, None)
+
+    async def audit(self, audits: Sequence[AuditEntry]) -> None:
+        """Audit rows that belong to no step (a veto, a fallback)."""
+        if audits:
+            await self.store.record(self.message, None, DONE, None, audits)
+            self._on_audit()
+
+
+def pseudonymise(details: dict[str, Any], chat_id: str) -> dict[str, Any]:
+    """``details`` without the raw chat id (a hash instead), as the audit log keeps it."""
+    if details.get("chat_id") != chat_id:
+        return details
+    out = {k: v for k, v in details.items() if k != "chat_id"}
+    out["chat_hash"] = hash_chat_id(chat_id)
+    return out
+
+
+@attrs.define
+class _MemoryStep:
+    tenant: str
+    chat_id: str
+    record: StepRecord
+    updated_at: float
+
+
+class MemoryJournalStore:
+    """Journals and outbox in process memory: for inboxes that do not survive a restart."""
+
+    def __init__(self) -> None:
+        self._steps: dict[tuple[str, str], _MemoryStep] = {}
+        self._outbox: dict[int, OutboxRow] = {}
+        self._chats: dict[int, str] = {}
+        self._seq = 0
+
+    async def load(self, message_key: str) -> dict[str, StepRecord]:
+        return {step: value.record for (key, step), value in self._steps.items() if key == message_key}
+
+    async def record(
+        self, message: InboundMessage, step: str | None, state: str,
+        result: dict[str, Any] | None, audits: Sequence[AuditEntry],
+    ) -> float:
+        now = time.time()
+        started_at = now
+        if step is not None:
+            key = (message.dedupe_key, step)
+            earlier = self._steps.get(key)
+            if earlier is not None and state != STARTED:
+                started_at = earlier.record.started_at
+            self._steps[key] = _MemoryStep(message.tenant, message.chat_id,
+                                           StepRecord(state, result, started_at), now)
+        for entry in audits:
+            self._seq += 1
+            self._outbox[self._seq] = OutboxRow(self._seq, message.tenant, entry)
+            self._chats[self._seq] = message.chat_id
+        return started_at
+
+    async def clear(self, message_key: str, step: str) -> None:
+        self._steps.pop((message_key, step), None)
+
+    async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
+        rows = [self._outbox[seq] for seq in sorted(self._outbox) if self._outbox[seq].tenant not in skip]
+        return rows[:limit]
+
+    async def shipped(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self._outbox.pop(seq, None)
+            self._chats.pop(seq, None)
+
+    async def ship_failed(self, seqs: Sequence[int], error: str) -> None:
+        for seq in seqs:
+            row = self._outbox.get(seq)
+            if row is not None:
+                self._outbox[seq] = attrs.evolve(row, attempts=row.attempts + 1)
+
+    async def outbox_size(self) -> int:
+        return len(self._outbox)
+
+    async def forget(self, tenant: str, chat_id: str) -> int:
+        keys = [k for k, v in self._steps.items() if v.tenant == tenant and v.chat_id == chat_id]
+        for key in keys:
+            del self._steps[key]
+        for seq, row in list(self._outbox.items()):
+            if row.tenant == tenant and self._chats.get(seq) == chat_id:
+                entry = attrs.evolve(row.entry, details=pseudonymise(row.entry.details, chat_id))
+                self._outbox[seq] = attrs.evolve(row, entry=entry)
+        return len(keys)
+
+    async def purge(self, before: float) -> int:
+        old = [k for k, v in self._steps.items() if v.updated_at < before]
+        for key in old:
+            del self._steps[key]
+        return len(old)
+
+
+def journal_store_for(inbox: Any) -> JournalStore:
+    """The journal store next to ``inbox``: in its database when it is durable."""
+    write = getattr(inbox, "write", None)
+    if getattr(inbox, "durable", False) and write is not None:
+        from .journal_sqlite import SqliteJournalStore
+
+        return SqliteJournalStore(write, getattr(inbox, "path", None))
+    return MemoryJournalStore()
