@@ -24,6 +24,7 @@ from .config import LoadedConfig, load_config, load_dotenv_files
 from .connectors import ChannelBase, Memory
 from .errors import MaxcoreError, PermanentError, PluginError, WebhookError
 from .health import HealthMonitor
+from .http_pool import HTTP_CLIENTS
 from .inbox import Inbox, make_inbox
 from .journal import JournalStore, MemoryJournalStore, journal_store_for
 from .logs import REDACTOR
@@ -131,6 +132,8 @@ class Runtime:
         self.hooks = plugins.hooks
         self.version = __version__
         self._tenant_ids = set(tenant_ids) if tenant_ids is not None else None
+        # Shared pools hold a connection per worker that may call the same upstream.
+        HTTP_CLIENTS.size_for(loaded.main.inbox.workers)
         self._channel_factory = channel_factory
         self.tenants = self._build_tenants(loaded)
         self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
