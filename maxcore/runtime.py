@@ -126,8 +126,12 @@ class Runtime:
         tenant_ids: Iterable[str] | None = None,
         channel_factory: Any = None,
         inbox: Inbox | None = None,
+        role: str = "all",
     ) -> None:
         self.loaded = loaded
+        # "web": webhooks and receivers commit to the inbox; "worker": the pipeline
+        # processes it; "all": both in this process (see ``maxcore serve --role``).
+        self.role = role
         self.plugins = plugins
         self.hooks = plugins.hooks
         self.version = __version__
@@ -136,7 +140,7 @@ class Runtime:
         HTTP_CLIENTS.size_for(loaded.main.inbox.workers)
         self._channel_factory = channel_factory
         self.tenants = self._build_tenants(loaded)
-        self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
+        self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir, role)
         self.journal: JournalStore = journal_store_for(self.inbox)
         self.audit = AuditShipper(self.journal, self._memory_of)
         self._direct_journal = MemoryJournalStore()
@@ -201,15 +205,19 @@ class Runtime:
         from the backend: they are opened now, since checking the lead defaults needs it."""
         await self.open_checked_at_open(self.tenants)
         await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
-        self.audit.start()
-        self.retention.start()
-        for tenant in self.tenants.by_id.values():
-            self._start_receiver(tenant)
+        if self.role != "web":  # the pipeline's companions run where the pipeline runs
+            self.audit.start()
+            self.retention.start()
+        if self.role != "worker":  # intake: what pulls messages in
+            for tenant in self.tenants.by_id.values():
+                self._start_receiver(tenant)
         self.health_monitor.start()
         self.started = True
+        role = "" if self.role == "all" else f" as {self.role}"
         logger.info(
-            "maxcore {} started with {} tenant(s): {}", self.version, len(self.tenants.by_id),
-            ", ".join(self.tenants.by_id) or "none",
+            "maxcore {} started{} with {} tenant(s): {}", self.version, role, len(self.tenants.by_id),
+            ", ".join(list(self.tenants.by_id)[:20]) + (", …" if len(self.tenants.by_id) > 20 else "")
+            or "none",
         )
 
     @staticmethod
@@ -347,8 +355,9 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
         self._receivers.clear()
-        for tenant in tenants.by_id.values():
-            self._start_receiver(tenant)
+        if self.role != "worker":
+            for tenant in tenants.by_id.values():
+                self._start_receiver(tenant)
         self._retired.append(old)
         self.health_monitor.forget()
         await self._close_retired()
