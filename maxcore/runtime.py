@@ -212,6 +212,7 @@ class Runtime:
             for tenant in self.tenants.by_id.values():
                 self._start_receiver(tenant)
         self.health_monitor.start()
+        self._warn_health_token()
         self.started = True
         role = "" if self.role == "all" else f" as {self.role}"
         logger.info(
@@ -219,6 +220,19 @@ class Runtime:
             ", ".join(list(self.tenants.by_id)[:20]) + (", …" if len(self.tenants.by_id) > 20 else "")
             or "none",
         )
+
+    def _warn_health_token(self) -> None:
+        """Tenants on connectors that reach the network: their health is worth reading,
+        and only the health token shows it."""
+        if self.config.server.health_token:
+            return
+        remote = sorted({type(c).name for t in self.tenants.by_id.values()
+                         for c in t.connectors().values()
+                         if not type(c).__module__.startswith("maxcore.builtin")})
+        if remote:
+            logger.warning("server.health_token is not set: nobody can read the health of the "
+                           "{} connector(s) over HTTP (/api/health answers {{status, version}} only)",
+                           ", ".join(remote))
 
     @staticmethod
     async def open_checked_at_open(tenants: TenantSet) -> None:

@@ -128,6 +128,10 @@ class TenantRuntime:
 
     async def close(self) -> None:
         self._ready.clear()
+        for connector in self.connectors().values():
+            # Opened by a direct call (the CLI, a test), not through ready(): closed too.
+            if getattr(connector, "opens_lazily", False) and connector not in self._opened:
+                await _close_quietly(self.id, connector)
         while self._opened:
             await _close_quietly(self.id, self._opened.pop())
 

@@ -202,6 +202,8 @@ class SqliteConnector(ConnectorBase):
 
     default_file: ClassVar[str] = "maxcore.sqlite3"
     schema: ClassVar[str] = ""
+    # The first query opens the database when open() was not called (see SqliteDB).
+    opens_lazily: ClassVar[bool] = True
 
     def __init__(self, config: Any, context: ConnectorContext) -> None:
         super().__init__(config, context)
