@@ -24,6 +24,7 @@ import attrs
 from loguru import logger
 
 from .config.models import InboxConfig
+from .files import connect_private
 from .inbox import Entry, InboxFull, WorkScheduler
 from .types import InboundMessage, Media
 from .webhooks import clean_text
@@ -39,6 +40,9 @@ CREATE TABLE IF NOT EXISTS inbox (
     payload TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
+    -- 1 while an attempt runs: still 1 at start-up means the process died during it.
+    running INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     retry_requested INTEGER NOT NULL DEFAULT 0,
     received_at REAL NOT NULL,
@@ -92,13 +96,16 @@ def decode_message(payload: str) -> InboundMessage:
 
 def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) on the WAL database."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn = connect_private(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.executescript(SCHEMA)
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(inbox)")}
+    for column in ("running", "crashes"):  # inbox files written before these columns existed
+        if column not in columns:
+            conn.execute(f"ALTER TABLE inbox ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     return conn
 
 
@@ -315,21 +322,25 @@ class SqliteInbox(WorkScheduler):
     async def _recover(self) -> list[Entry]:
         writer = self._open()
 
-        limit = self.config.max_attempts
+        limit = self.config.max_crashes
 
         def load(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            # A message whose every attempt ended with the process gone (it was started
-            # `max_attempts` times and never finished) is not tried again: it goes dead.
+            # An attempt still marked running died with the process. A message during
+            # which the server died `max_crashes` times is not tried again: it goes dead
+            # rather than take every tenant down with it at each restart.
+            now = time.time()
+            conn.execute("UPDATE inbox SET running = 0, crashes = crashes + 1, updated_at = ? "
+                         "WHERE state = 'pending' AND running = 1", (now,))
             crashed = conn.execute(
                 "UPDATE inbox SET state = 'dead', updated_at = ?, last_error = "
-                "'the server stopped during each of its ' || attempts || ' attempt(s); "
+                "'the server stopped during ' || crashes || ' of its attempts; "
                 "check the log before `maxcore inbox retry`' "
-                "WHERE state = 'pending' AND attempts >= ? RETURNING id",
-                (time.time(), limit),
+                "WHERE state = 'pending' AND crashes >= ? RETURNING id",
+                (now, limit),
             ).fetchall()
             for row in crashed:
-                logger.error("[INBOX] message {} dead: the server stopped during every attempt",
-                             row["id"])
+                logger.error("[INBOX] message {} dead: the server stopped during {} of its attempts",
+                             row["id"], limit)
             rows = conn.execute(
                 "SELECT id, payload, attempts, received_at FROM inbox WHERE state = 'pending' "
                 "ORDER BY id"
@@ -467,7 +478,8 @@ class SqliteInbox(WorkScheduler):
         assert self._writer is not None
         params = (state, entry.attempts, _error_text(error), time.time(), entry.id)
         await self._writer.write(lambda conn: conn.execute(
-            "UPDATE inbox SET state = ?, attempts = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            "UPDATE inbox SET state = ?, attempts = ?, running = 0, last_error = ?, updated_at = ? "
+            "WHERE id = ?",
             params,
         ))
 
@@ -475,7 +487,7 @@ class SqliteInbox(WorkScheduler):
         assert self._writer is not None
         params = (entry.attempts, time.time(), entry.id)
         await self._writer.write(lambda conn: conn.execute(
-            "UPDATE inbox SET attempts = ?, updated_at = ? WHERE id = ?", params,
+            "UPDATE inbox SET attempts = ?, running = 1, updated_at = ? WHERE id = ?", params,
         ))
 
     async def _store_done(self, entry: Entry) -> None:

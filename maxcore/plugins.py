@@ -50,6 +50,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "inbox_cli": "maxcore.builtin.inbox_commands",
     "usage": "maxcore.builtin.usage_command",
     "doctor": "maxcore.builtin.doctor_command",
+    "new_plugin": "maxcore.builtin.new_plugin_command",
 }
 
 _REGISTER_HOOKS = {

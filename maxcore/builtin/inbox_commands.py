@@ -167,7 +167,8 @@ def retry_command(
         fail("give either a message ID or --all-dead")
     conn = open_inbox(_config_dir(ctx, config_dir))
     now = time.time()
-    update = "UPDATE inbox SET state = 'pending', attempts = 0, retry_requested = 1, updated_at = ?"
+    update = ("UPDATE inbox SET state = 'pending', attempts = 0, crashes = 0, retry_requested = 1, "
+              "updated_at = ?")
     if message_id is not None:
         row = conn.execute("SELECT state FROM inbox WHERE id = ?", (message_id,)).fetchone()
         if row is None:

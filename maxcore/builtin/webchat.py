@@ -32,11 +32,11 @@ from starlette.routing import Route
 from ..config.models import in_range, non_empty
 from ..connectors import ChannelBase, ConnectorContext, WebhookRequest
 from ..errors import WebhookError
+from ..files import create_private_file
 from ..hookspecs import hookimpl
 from ..types import InboundMessage, OutboundMessage, SendResult
 from ..webhooks import json_body
 from .rate_limit import KeyedLimiter, retry_after
-from .sqlite_db import create_private_file
 from .webchat_outbox import Outbox, OutboxLimits
 
 # A signed token: base64url(claims) "." base64url(HMAC-SHA256) (43 characters).

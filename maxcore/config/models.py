@@ -97,6 +97,9 @@ class InboxConfig:
     # Defaults ride out an upstream outage of at least an hour (maxcore.retry.retry_span:
     # 1 h 03 min at the shortest, 2 h 07 min at the longest) before a message is dead.
     max_attempts: int = attrs.field(default=21, validator=in_range(1, 100))
+    # A message during which the server process died this many times goes dead, so one
+    # poisonous message cannot restart the server for every tenant over and over.
+    max_crashes: int = attrs.field(default=3, validator=in_range(1, 100))
     backoff_initial_s: float = attrs.field(default=2.0, validator=in_range(0, 3600))
     backoff_max_s: float = attrs.field(default=600.0, validator=in_range(0, 86400))
     max_pending: int = attrs.field(default=10_000, validator=in_range(1, 10_000_000))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from maxcore.builtin.sqlite_crm import SqliteCRM, SqliteCRMConfig
-from maxcore.builtin.sqlite_db import connect_private, create_private_file
 from maxcore.builtin.sqlite_memory import SqliteMemory, SqliteMemoryConfig
 from maxcore.builtin.webchat import session_secret
+from maxcore.files import connect_private, create_private_file
 from maxcore.testing.contracts import context_for
 from maxcore.types import ChatTurn, Role
 

@@ -10,22 +10,21 @@ import asyncio
 import collections
 import signal
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
+from maxcore.testing.serve_process import HEALTH_TOKEN, ServeProcess
+
 pytestmark = pytest.mark.slow  # real processes: seconds each
 
-# tests/inbox/conftest.py's ServerProcess (conftest modules are not importable by name)
-ServerProcess = Any
 
 CONVERSATIONS = 50
 PER_CONVERSATION = 10
 WORKERS = 8
 
 MAIN = f"""
-server: {{shutdown_grace_s: 10, health_token: inbox-tests-health-token}}
+server: {{shutdown_grace_s: 10, health_token: {HEALTH_TOKEN}}}
 inbox: {{type: sqlite, workers: {WORKERS}, max_pending: 100000}}
 logging: {{level: WARNING}}
 """
@@ -47,7 +46,7 @@ def lead_text(conversation: int, n: int) -> str:
 class Provider:
     """Delivers webhooks per conversation, in order, remembering what was acknowledged."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServeProcess) -> None:
         self.server = server
         self.tokens: list[str] = []
         self.chat_ids: list[str] = []
@@ -91,7 +90,7 @@ class Provider:
 
 
 async def test_sigkill_mid_load_then_restart_processes_every_message_once(
-    maxcore_server: Callable[[str, str], ServerProcess],
+    maxcore_server: Callable[[str, str], ServeProcess],
 ) -> None:
     server = maxcore_server(MAIN, TENANT.format(latency=40))
     server.start()
@@ -153,7 +152,7 @@ async def test_sigkill_mid_load_then_restart_processes_every_message_once(
 
 
 async def test_sigterm_during_load_keeps_every_acknowledged_message(
-    maxcore_server: Callable[[str, str], ServerProcess],
+    maxcore_server: Callable[[str, str], ServeProcess],
 ) -> None:
     # A slow model (2 calls x 400 ms per lead) keeps messages in flight during the drain.
     server = maxcore_server(MAIN, TENANT.format(latency=400))

@@ -11,19 +11,19 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
-ServerProcess = Any  # tests/inbox/conftest.py's
+from maxcore.testing.serve_process import HEALTH_TOKEN, ServeProcess
+
 WORKERS = 8
 RATE_PER_S = 10
 DURATION_S = float(os.environ.get("MAXCORE_POISON_S", "5"))
-HEALTH = {"Authorization": "Bearer inbox-tests-health-token"}
+HEALTH = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
 
 MAIN = f"""
-server: {{health_token: inbox-tests-health-token}}
+server: {{health_token: {HEALTH_TOKEN}}}
 inbox: {{type: sqlite, workers: {WORKERS}}}
 logging: {{level: INFO}}
 """
@@ -40,7 +40,7 @@ POISON = '{{"text": "bonjour \\ud800 {n} \\udfff", "id": "p-{n}"}}'
 
 
 @pytest.mark.slow
-async def test_lone_surrogates_stop_nothing(maxcore_server: Callable[[str, str], ServerProcess]) -> None:
+async def test_lone_surrogates_stop_nothing(maxcore_server: Callable[[str, str], ServeProcess]) -> None:
     server = maxcore_server(MAIN, TENANT)
     server.start()
     health_seen: list[tuple[str, int, int]] = []

@@ -208,9 +208,10 @@ async def test_stop_after_grace_leaves_the_running_message_pending(tmp_path: Pat
 
 
 async def test_a_message_that_kills_the_process_every_time_ends_dead(tmp_path: Path) -> None:
-    """Each start counts the attempt before running it: a crash cannot loop forever."""
+    """An attempt is marked running before it runs: a crash during it is counted at the next
+    start, so a message that kills the process goes dead long before its retries run out."""
     for attempt in (1, 2):
-        inbox = make(tmp_path, workers=1, max_attempts=2)
+        inbox = make(tmp_path, workers=1, max_attempts=21, max_crashes=2)
         started = asyncio.Event()
 
         async def handler(message: InboundMessage, started: asyncio.Event = started) -> None:
@@ -228,13 +229,38 @@ async def test_a_message_that_kills_the_process_every_time_ends_dead(tmp_path: P
     async def survivor(message: InboundMessage) -> None:
         handled.append(message.message_id)
 
-    third = make(tmp_path, workers=1, max_attempts=2)
+    third = make(tmp_path, workers=1, max_attempts=21, max_crashes=2)
     await third.start(survivor)
     assert await third.drain(5)
     await third.stop(1)
     state, attempts, error = rows(tmp_path / "inbox.sqlite3")["c1-1"]
     assert (state, attempts, handled) == ("dead", 2, [])
-    assert error is not None and "stopped during each of its 2 attempt(s)" in error
+    assert error is not None and "the server stopped during 2 of its attempts" in error
+
+
+async def test_a_finished_attempt_is_not_counted_as_a_crash(tmp_path: Path) -> None:
+    """Failures the handler reports are retries, not crashes: only a died process counts."""
+    inbox = make(tmp_path, workers=1, max_attempts=21, max_crashes=1, backoff_initial_s=30)
+    failed = asyncio.Event()
+
+    async def flaky(message: InboundMessage) -> None:
+        failed.set()
+        raise RetryableError("upstream down")
+
+    await inbox.start(flaky)
+    await inbox.submit(msg("c1", 1))
+    await failed.wait()
+    await inbox.stop(1)  # the retry waits 30 s: the message stays pending, not running
+    second = make(tmp_path, workers=1, max_attempts=21, max_crashes=1)
+    handled: list[str] = []
+
+    async def survivor(message: InboundMessage) -> None:
+        handled.append(message.message_id)
+
+    await second.start(survivor)
+    assert await second.drain(5)
+    await second.stop(1)
+    assert rows(tmp_path / "inbox.sqlite3")["c1-1"][0] == "done" and handled == ["c1-1"]
 
 
 async def test_full_inbox_refuses_with_retry_after(tmp_path: Path) -> None:

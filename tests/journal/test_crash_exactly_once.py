@@ -23,9 +23,9 @@ import pytest
 
 from maxcore.builtin.sqlite_crm import SCHEMA as CRM_SCHEMA
 from maxcore.testing.greenapi_emulator import GreenApiEmulator
+from maxcore.testing.serve_process import HEALTH_TOKEN, ServeProcess
 
 from .conftest import API_TOKEN, INSTANCE, WEBHOOK_TOKEN
-from .serve import HEALTH_TOKEN, ServerProcess
 
 pytestmark = pytest.mark.slow  # real processes, five crashes per run: ~15 s a run
 
@@ -88,7 +88,7 @@ def webhook(template: dict[str, Any], conversation: int, n: int) -> dict[str, An
 class Provider:
     """Delivers each chat's webhooks in order; what got no 200 is delivered again."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServeProcess) -> None:
         self.server = server
         self.template = json.loads(FIXTURE.read_text())
         self.next_index = [0] * CHATS
@@ -130,7 +130,7 @@ async def test_sigkill_at_random_points_repeats_nothing(run: int, tmp_path: Path
     emulator = GreenApiEmulator(outgoing_lag_s=0.3)
     emulator.add_instance(INSTANCE, API_TOKEN, WEBHOOK_TOKEN)
     with emulator.serve() as upstream:
-        server = ServerProcess(tmp_path, MAIN, TENANT.format(
+        server = ServeProcess(tmp_path, MAIN, TENANT.format(
             instance=INSTANCE, api_token=API_TOKEN, webhook_token=WEBHOOK_TOKEN, api_url=upstream.url),
             plugins="greenapi")
         prepare_crm(server.data)

@@ -261,7 +261,10 @@ class EspoCRM(CRMBase):
     async def _update(self, existing: Mapping[str, Any], lead: Lead) -> UpsertResult:
         if not self._is_ours(existing):
             raise PermanentError("refusing to update a lead of another tenant")
-        payload = self._lead_payload(lead)
+        # Only what changes is written: a replay of the same upsert (a crash between the
+        # CRM's answer and the journal's record of it) then writes nothing at all.
+        payload = {key: value for key, value in self._lead_payload(lead).items()
+                   if existing.get(key) != value}
         if not payload:
             return UpsertResult(self._to_lead(existing), created=False)
         response = await self.client.request("PUT", f"/Lead/{existing['id']}", json=payload)

@@ -36,12 +36,24 @@ def messages_of(request: LLMRequest) -> list[dict[str, Any]]:
     return messages
 
 
+def without_annotations(schema: Any) -> Any:
+    """``schema`` without ``x-…`` keys: annotations for the core's own models (such as the
+    CRM's synonyms, which the core maps itself) cost prompt tokens and are not JSON Schema."""
+    if isinstance(schema, dict):
+        return {key: without_annotations(value) for key, value in schema.items()
+                if not (isinstance(key, str) and key.startswith("x-"))}
+    if isinstance(schema, list):
+        return [without_annotations(item) for item in schema]
+    return schema
+
+
 def tool_of(spec: ToolSpec) -> dict[str, Any]:
     # No ``strict``: local servers ignore it and the core validates arguments itself.
+    parameters = spec.parameters or {"type": "object", "properties": {}}
     return {
         "type": "function",
         "function": {"name": spec.name, "description": spec.description,
-                     "parameters": spec.parameters or {"type": "object", "properties": {}}},
+                     "parameters": without_annotations(parameters)},
     }
 
 

@@ -75,6 +75,19 @@ async def test_written_lead_carries_tenant_and_exact_values(
                                   "aiSummary": "veut un devis"}
 
 
+async def test_an_upsert_repeated_writes_only_what_changed(
+    pair: tuple[EspoCRM, EspoCRM], espo: EspoEmulator
+) -> None:
+    a, _ = pair
+    first = await a.upsert_lead(_lead())
+    await a.upsert_lead(_lead())  # a replay after a crash: the same values again
+    assert not [r for r in espo.requests if r[0] == "PUT"]
+    moved = await a.upsert_lead(_lead(status="In Process"))
+    assert moved.lead.id == first.lead.id and moved.lead.fields["status"] == "In Process"
+    [put] = [r for r in espo.requests if r[0] == "PUT"]
+    assert put[1] == f"/api/v1/Lead/{first.lead.id}"
+
+
 async def test_every_list_request_filters_by_tenant(
     pair: tuple[EspoCRM, EspoCRM], espo: EspoEmulator
 ) -> None:

@@ -77,6 +77,18 @@ async def test_request_body_follows_the_chat_completions_contract(emulator: Any,
     assert all("strict" not in tool["function"] for tool in body["tools"])
 
 
+def test_core_annotations_are_not_sent_to_the_model(make_openai: Any) -> None:
+    # The CRM's synonyms ride in the tool schema as x-synonyms for the core's own use.
+    annotated = ToolSpec("upsert_lead", "create or update a lead", {
+        "type": "object", "properties": {"status": {
+            "type": "string", "enum": ["New", "Assigned"], "x-synonyms": {"New": ["nouveau"]}}},
+        "x-origin": "crm",
+    })
+    sent = make_openai().body(demo_request(tools=(annotated,)))["tools"][0]["function"]["parameters"]
+    status = {"type": "string", "enum": ["New", "Assigned"]}
+    assert sent == {"type": "object", "properties": {"status": status}}
+
+
 async def test_openai_itself_gets_max_completion_tokens(make_openai: Any) -> None:
     llm = make_openai(max_output_tokens=100, token_limit_field="max_completion_tokens")
     assert "max_completion_tokens" in llm.body(demo_request())

@@ -1,7 +1,15 @@
-"""A real ``maxcore serve`` subprocess with the Green-API plugin, to kill and start again.
+"""A real ``maxcore serve`` process on loopback: start, kill, terminate, start again.
 
-The shape of tests/inbox/conftest.py's ServerProcess, with the third-party plugins the
-test names allowed in (that one loads the built-ins only).
+For tests that need what only a process shows (a SIGKILL mid-load, a restart, signals):
+
+    server = ServeProcess(tmp_path, main="inbox: {workers: 4}", tenant="tenant: acme\\n")
+    server.start()          # binds a free port, kept across restarts
+    ...                     # server.url, server.health(), server.query("inbox.sqlite3", ...)
+    server.kill(); server.start(); server.wait_processed(); server.stop()
+
+The server gets a health token (``HEALTH_TOKEN``, unless the main file sets one), since
+the inbox figures are health details. ``plugins`` is ``MAXCORE_LOAD_PLUGINS``: the
+built-ins only by default, which start faster.
 """
 
 from __future__ import annotations
@@ -18,20 +26,28 @@ from typing import Any
 
 import httpx
 
-from maxcore.testing.server import served_port
+from .server import served_port
 
 MAXCORE = str(Path(sys.executable).with_name("maxcore"))
-# The inbox figures are health details: only shown with the health token.
-HEALTH_TOKEN = "journal-tests-health-token"
+HEALTH_TOKEN = "serve-process-health-token"
 
 
-class ServerProcess:
-    def __init__(self, root: Path, main: str, tenant: str, plugins: str) -> None:
+class ServeProcess:
+    """``maxcore serve`` for one config dir under ``root`` (config/, data/, server.log)."""
+
+    def __init__(self, root: Path, main: str, tenant: str, *, plugins: str = "") -> None:
+        self.root = root
         self.config = root / "config"
         self.data = root / "data"
         (self.config / "tenants").mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
-        (self.config / "maxcore.yaml").write_text(textwrap.dedent(main))
+        main = textwrap.dedent(main)
+        self.health_token = HEALTH_TOKEN
+        if "health_token" not in main:
+            if "server:" in main:
+                raise ValueError("a server block needs health_token: HEALTH_TOKEN")
+            main += f"\nserver: {{health_token: {HEALTH_TOKEN}}}\n"
+        (self.config / "maxcore.yaml").write_text(main)
         (self.config / "tenants" / "acme.yaml").write_text(textwrap.dedent(tenant))
         self.plugins = plugins
         self.port = 0  # bound by the server on its first start, kept on restarts
@@ -68,14 +84,21 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"maxcore serve did not answer within {timeout}s:\n{self.tail()}")
 
-    def kill(self) -> None:
+    def signal(self, signum: int) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -83,18 +106,21 @@ class ServerProcess:
                 self.process.wait(10)
 
     def health(self) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
+        headers = {"Authorization": f"Bearer {self.health_token}"}
         return dict(httpx.get(self.url + "/api/health", headers=headers, timeout=5.0).json())
 
-    def wait_processed(self, timeout: float = 120.0) -> None:
+    def stats(self) -> dict[str, Any]:
+        return dict(self.health()["inbox"])
+
+    def wait_processed(self, timeout: float = 60.0) -> None:
         """Poll the health report (another process: nothing to await) until the inbox is empty."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            stats = self.health()["inbox"]
+            stats = self.stats()
             if stats["pending"] == 0 and stats["running"] == 0:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"inbox not empty after {timeout}s: {self.health()['inbox']}")
+        raise AssertionError(f"inbox not empty after {timeout}s: {self.stats()}")
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

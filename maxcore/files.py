@@ -1,0 +1,42 @@
+"""Files only their owner can read: SQLite databases hold messages and contacts."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+# SQLite creates a database's -wal, -shm and -journal files with the database file's
+# own permissions, so a private main file keeps its companions private too.
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def create_private_file(path: Path) -> None:
+    """Make ``path`` exist and be readable and writable by its owner only (0600).
+
+    A missing file is created 0600 atomically (never world-readable for an instant);
+    an existing file and its SQLite companions lose any group or other permission.
+    The parent directory is created 0700 when missing.
+    """
+    if str(path) == ":memory:":
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for candidate in (path, *(path.with_name(path.name + s) for s in SIDECARS)):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            candidate.chmod(mode & 0o700)
+
+
+def connect_private(path: Path, **kwargs: Any) -> sqlite3.Connection:
+    """``sqlite3.connect`` to a database file that only its owner can read (0600)."""
+    create_private_file(path)
+    return sqlite3.connect(path, **kwargs)
