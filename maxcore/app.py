@@ -92,7 +92,8 @@ async def health(request: Request) -> Response:
     code = 503 if status == "stopping" else 200
     if not _authorised(request, runtime.config.server.health_token):
         return JSONResponse({"status": status, "version": runtime.version}, status_code=code)
-    return JSONResponse(await runtime.health(), status_code=code)
+    # From the health monitor's cache: the cost does not grow with the tenants.
+    return Response(runtime.health_json(), status_code=code, media_type="application/json")
 
 
 def _refused_unknown(channel_type: str) -> Response:
@@ -136,6 +137,7 @@ async def webhook(request: Request) -> Response:
         if tenant is None:
             return _refused_unknown(channel_type)
         try:
+            await tenant.ready("channel")  # a tenant's connectors open on first use
             messages = await tenant.channel.parse_webhook(hook_request)
         except UnprocessableBody as exc:
             # Authenticated, but unusable: 200 so the provider does not redeliver it for a

@@ -98,14 +98,18 @@ def cli() -> None:
               help="Port (default: server.port, 3005; 0: any free port, the one bound is logged).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
 @click.option("--log-level", default=None, help="TRACE, DEBUG, INFO, WARNING or ERROR.")
+@click.option("--role", type=click.Choice(["all", "web", "worker"]), default="all",
+              envvar="MAXCORE_ROLE", show_default=True, show_envvar=True,
+              help="web: webhooks into the inbox; worker: process the inbox (no HTTP); "
+                   "all: both. Run one web and one worker on the same data dir to use two cores.")
 def serve(config_dir: Path, host: str | None, port: int | None, log_format: str | None,
-          log_level: str | None) -> None:
+          log_level: str | None, role: str) -> None:
     """Run the HTTP server (webhooks, /api/health, /chat)."""
     from .server import run_server
 
     setup_logging("INFO", log_format or "text")
     warn_failed_plugins()
-    runtime = build_runtime(config_dir)
+    runtime = build_runtime(config_dir, role=role)
     logging_cfg = runtime.config.logging
     setup_logging(log_level or logging_cfg.level, log_format or logging_cfg.format)
     server = runtime.config.server

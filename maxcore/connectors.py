@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import attrs
 
 from .errors import WebhookError
+from .http_pool import HTTP_CLIENTS, HttpClients
 from .types import (
     AuditEntry,
     ChatTurn,
@@ -46,6 +47,8 @@ class ConnectorContext:
     that must be redacted from logs (a connector adds tokens it derives at runtime);
     ``session_secret`` is ``server.session_secret``, the key that signs sessions a
     channel hands out (None: the channel keeps its own key in ``data_dir``).
+    ``http`` is the process's registry of shared HTTP clients (one TLS context, one
+    pool per upstream origin: :mod:`maxcore.http_pool`).
     """
 
     tenant: str
@@ -53,6 +56,7 @@ class ConnectorContext:
     add_secret: Callable[[str], None] = attrs.field(default=lambda _value: None)
     public_url: str | None = None
     session_secret: str | None = attrs.field(default=None, repr=False)
+    http: HttpClients = attrs.field(factory=lambda: HTTP_CLIENTS, repr=False, eq=False)
 
 
 @attrs.frozen

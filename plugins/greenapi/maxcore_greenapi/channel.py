@@ -117,7 +117,7 @@ class GreenApiChannel(ChannelBase):
         context.add_secret(config.api_token)
         if config.webhook_token:
             context.add_secret(config.webhook_token)
-        self.client = GreenApiClient(config, context.tenant)
+        self.client = GreenApiClient(config, context.tenant, context.http)
         self._state: str | None = None
         self._state_at = 0.0
         self._settings_verdict: Health | None = None
@@ -228,6 +228,11 @@ class GreenApiChannel(ChannelBase):
                 parsed.action, transport, parsed.summary)
 
     # -- polling ---------------------------------------------------------------------
+    @property
+    def polls(self) -> bool:
+        """Only a polling instance needs a receiver task (and its client open at start)."""
+        return self.config.mode == "polling"
+
     async def run_receiver(self, submit: Submit) -> None:
         if self.config.mode != "polling":
             return

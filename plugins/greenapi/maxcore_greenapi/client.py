@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from maxcore.errors import PermanentError, RetryableError
+from maxcore.http_pool import HTTP_CLIENTS, HttpClients
 from maxcore.logs import REDACTOR
 from maxcore.outbound import split_text
 from maxcore.webhooks import BodyRejected, decode_json
@@ -48,22 +49,25 @@ class Unreachable(RetryableError):
 class GreenApiClient:
     """Calls one instance's REST API. Open once, share, close on shutdown."""
 
-    def __init__(self, config: GreenApiConfig, tenant: str) -> None:
+    def __init__(self, config: GreenApiConfig, tenant: str, http: HttpClients | None = None) -> None:
         self.config = config
         self.tenant = tenant
         self._http: httpx.AsyncClient | None = None
+        self._clients = http or HTTP_CLIENTS
 
     async def open(self) -> None:
+        # The api_url's pool is shared with the other tenants on it: the instance and
+        # its token are in each request's path, never on the client.
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+            self._http = self._clients.httpx_client(
+                self.config.api_url, timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
                 headers={"User-Agent": "maxcore-greenapi"},
             )
 
     async def close(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+            http, self._http = self._http, None
+            await self._clients.release(http)
 
     def _url(self, method: str, *suffix: str) -> str:
         parts = [self.config.api_url, f"waInstance{self.config.instance_id}", method,
