@@ -20,7 +20,8 @@ Each test starts a whole maxcore with two tenants on the channel (the driver's
 reached the pipeline is recorded by a ``message_received`` hook that vetoes every
 message, so no model runs and nothing is answered. The contract reads the channel's
 own declarations: ``routing`` (to aim one tenant's request at another tenant, or at
-none), ``max_text_chars`` (to check the split of long replies). Tests that need what a
+none), ``max_text_chars`` (to check the split of long replies), ``can_reconcile`` (to
+look sent and unsent messages up with ``find_sent``). Tests that need what a
 provider does not have (echoes, send failures, a handshake) are skipped when the
 driver says so. Like :class:`maxcore.testing.CRMContract`, the tests run their own
 event loop: no pytest plugin is needed, and importing this module does not import
@@ -31,24 +32,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
-from ..connectors import WebhookRequest
+from ..connectors import ChannelBase, WebhookRequest
 from ..errors import PermanentError, RetryableError
 from ..hookspecs import hookimpl
 from ..plugins import PluginSet, load_plugins
 from ..routing import Routing, with_route_key
-from ..types import InboundMessage, MessageKind, OutboundMessage, Veto
+from ..types import InboundMessage, MessageKind, OutboundMessage, SendResult, Veto
 from .harness import Running, running, write_config
 
 TENANTS = ("tenant-a", "tenant-b")
 UNKNOWN_ROUTE_KEY = "no-such-route-4242"
 VETO_REASON = "recorded by the channel contract"
+# Beyond the driver's declared lag: how long find_sent may keep answering "not yet".
+RECONCILE_MARGIN_S = 5.0
 
 
 class ChannelDriver:
@@ -106,6 +111,12 @@ class ChannelDriver:
 
     def bad_handshake(self, tenant: int) -> WebhookRequest | None:
         """A GET verification with a wrong verify token (answered 401 or 403)."""
+        return None
+
+    def reconcile_lag_s(self) -> float | None:
+        """For a channel with ``can_reconcile = True``: how long after a send ``find_sent``
+        may still answer "cannot tell yet" (a RetryableError; the provider's record of sent
+        messages lags). None: the driver cannot exercise ``find_sent`` (the test skips)."""
         return None
 
 
@@ -206,6 +217,27 @@ def _words(count: int) -> str:
     return " ".join(f"mot{i}" for i in range(count))
 
 
+def _implements_find_sent(cls: type) -> bool:
+    method = getattr(cls, "find_sent", None)
+    return (method is not None and method is not ChannelBase.find_sent
+            and inspect.iscoroutinefunction(method))
+
+
+async def _look_up(channel: Any, chat_id: str, text: str, since: float,
+                   deadline: float) -> SendResult | None:
+    """``find_sent``'s answer once it can tell: a RetryableError ("the record lags") is
+    asked again after its ``retry_after``, until ``deadline``."""
+    while True:
+        try:
+            found: SendResult | None = await channel.find_sent(chat_id, text, since)
+            return found
+        except RetryableError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"find_sent still cannot tell after the declared lag: {exc}") from exc
+            await asyncio.sleep(min(max(exc.retry_after or 0.05, 0.01), left))
+
+
 class ChannelContract:
     """What every channel guarantees. Subclass and provide a ``channel_driver`` fixture."""
 
@@ -217,6 +249,35 @@ class ChannelContract:
         assert limit is None or (isinstance(limit, int) and limit > 0)
         keys = {run.channel(i).route_key for i in (0, 1)}
         assert len(keys) == 2, "each tenant's channel has its own route key"
+        reconciles = getattr(cls, "can_reconcile", False)
+        assert isinstance(reconciles, bool), "can_reconcile = True or False"
+        assert not reconciles or _implements_find_sent(cls), (
+            "can_reconcile = True: implement async def find_sent(chat_id, text, since)")
+
+    @_channel_case
+    async def test_sent_messages_are_reconciled(self, run: ChannelRun) -> None:
+        """``find_sent`` finds what was sent (the id ``send`` gave), never what was not,
+        and never another tenant's message; "cannot tell yet" only within the lag."""
+        if not getattr(run.driver.channel, "can_reconcile", False):
+            _skip("the channel does not reconcile sends (can_reconcile = False)")
+            return
+        lag = run.driver.reconcile_lag_s()
+        if lag is None:
+            _skip("the driver gives no reconcile_lag_s: it cannot exercise find_sent")
+            return
+        chat = run.driver.chat_id(0)
+        since = time.time()
+        text = f"Réponse à réconcilier {since:.6f}"
+        result = await run.channel(0).send(OutboundMessage(chat_id=chat, text=text))
+        deadline = time.monotonic() + lag + RECONCILE_MARGIN_S
+        found = await _look_up(run.channel(0), chat, text, since, deadline)
+        assert isinstance(found, SendResult), "a message sent is found (else it is sent twice)"
+        if result.message_id is not None:
+            assert found.message_id == result.message_id, (found, result)
+        never = await _look_up(run.channel(0), chat, f"Jamais envoyé {since:.6f}", since, deadline)
+        assert never is None, f"a message never sent is found: {never}"
+        other = await _look_up(run.channel(1), run.driver.chat_id(1), text, since, deadline)
+        assert other is None, f"tenant B finds tenant A's message: {other}"
 
     @_channel_case
     async def test_a_delivery_lands_on_its_tenant_once(self, run: ChannelRun) -> None:

@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import sys
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,15 @@ from typing import Any
 import attrs
 import pytest
 
-from maxcore import OutboundMessage, PermanentError, SendResult, WebhookRequest, hookimpl
+from maxcore import (
+    ConnectorContext,
+    OutboundMessage,
+    PermanentError,
+    RetryableError,
+    SendResult,
+    WebhookRequest,
+    hookimpl,
+)
 from maxcore.builtin.webchat import WebchatChannel
 from maxcore.logs import REDACTOR
 from maxcore.plugin_checks import connector_problems
@@ -31,6 +40,7 @@ from channel_examples import (
     SECRET_HEADER,
     MetaLikeChannel,
     ProviderEmulator,
+    TelegramConfig,
     TelegramLikeChannel,
     signature,
 )
@@ -364,15 +374,93 @@ class _Unsplit(TelegramLikeChannel):
         return SendResult(message_id=str(body["result"]["message_id"]))
 
 
-@pytest.mark.parametrize(("channel", "test"), [
-    (_Trusting, "test_bad_auth_is_401_and_nothing_is_stored"),
-    (_Trusting, "test_one_tenants_credentials_do_not_reach_another"),
-    (_Echoing, "test_own_echoes_are_ignored"),
-    (_Unsplit, "test_send_splits_at_the_provider_limit"),
-])
-def test_the_contract_fails_a_broken_channel(channel: type, test: str, tmp_path: Path,
-                                             provider: tuple[ProviderEmulator, str]) -> None:
+RECORD_LAG_S = 0.05
+
+
+class _Reconciling(TelegramLikeChannel):
+    """Keeps a record of what it sent, readable ``RECORD_LAG_S`` after a send (as a
+    provider's journal of sent messages that lags)."""
+
+    name = "reconciling_like"
+    can_reconcile = True
+
+    def __init__(self, config: TelegramConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self.record: list[tuple[str, str, float, SendResult]] = []
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        result = await super().send(message)
+        self.record.append((message.chat_id, message.text, time.time(), result))
+        return result
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+        elapsed = time.time() - since
+        if elapsed < RECORD_LAG_S:
+            raise RetryableError("the record may lag", retry_after=RECORD_LAG_S - elapsed)
+        return next((result for chat, sent, at, result in self.record
+                     if (chat, sent) == (chat_id, text) and at >= since), None)
+
+
+class _ClaimsToReconcile(TelegramLikeChannel):
+    """Declares ``can_reconcile`` and keeps ChannelBase's ``find_sent`` (never finds)."""
+
+    name = "claims_reconcile_like"
+    can_reconcile = True
+
+
+class _MatchesAnyText(_Reconciling):
+    """Takes the chat's last send for the one asked about."""
+
+    name = "matches_any_text_like"
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+        return next((result for chat, _text, _at, result in reversed(self.record) if chat == chat_id), None)
+
+
+class _TrustsTheLaggingRecord(_Reconciling):
+    """Answers "not sent" before its record can tell: the reply would go out twice."""
+
+    name = "trusts_lagging_like"
+
+    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+        if time.time() - since < RECORD_LAG_S:
+            return None
+        return await super().find_sent(chat_id, text, since)
+
+
+class ReconcilingDriver(TelegramDriver):
+    channel = _Reconciling
+
+    def reconcile_lag_s(self) -> float:
+        return RECORD_LAG_S
+
+
+@pytest.mark.parametrize("test", ["test_declarations", "test_sent_messages_are_reconciled"])
+def test_a_reconciling_channel_passes(test: str, tmp_path: Path,
+                                      provider: tuple[ProviderEmulator, str]) -> None:
+    getattr(ChannelContract, test)(ChannelContract(), ReconcilingDriver(*provider), tmp_path)
+
+
+def test_reconciliation_is_skipped_without_the_drivers_lag(
+        tmp_path: Path, provider: tuple[ProviderEmulator, str]) -> None:
     driver = TelegramDriver(*provider)
+    driver.channel = _Reconciling  # type: ignore[misc]
+    with pytest.raises(pytest.skip.Exception, match="reconcile_lag_s"):
+        ChannelContract().test_sent_messages_are_reconciled(driver, tmp_path)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("channel", "test", "driver_class"), [
+    (_Trusting, "test_bad_auth_is_401_and_nothing_is_stored", TelegramDriver),
+    (_Trusting, "test_one_tenants_credentials_do_not_reach_another", TelegramDriver),
+    (_Echoing, "test_own_echoes_are_ignored", TelegramDriver),
+    (_Unsplit, "test_send_splits_at_the_provider_limit", TelegramDriver),
+    (_ClaimsToReconcile, "test_declarations", TelegramDriver),
+    (_MatchesAnyText, "test_sent_messages_are_reconciled", ReconcilingDriver),
+    (_TrustsTheLaggingRecord, "test_sent_messages_are_reconciled", ReconcilingDriver),
+])
+def test_the_contract_fails_a_broken_channel(channel: type, test: str, driver_class: type[TelegramDriver],
+                                             tmp_path: Path, provider: tuple[ProviderEmulator, str]) -> None:
+    driver = driver_class(*provider)
     driver.channel = channel  # type: ignore[misc]
     # A skip is no failure: pytest.raises(Exception) does not catch it.
     with pytest.raises(Exception):  # noqa: B017 - an assertion or the provider's refusal

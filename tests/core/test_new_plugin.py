@@ -101,10 +101,15 @@ def test_the_generated_tests_pass_as_generated(installed: Path, kind: str) -> No
     lint = run([str(BIN / "ruff"), "check", "--no-cache", "."], project)
     assert lint.returncode == 0, lint.stdout
     # Run from elsewhere: the tests import the installed package, not the source folder.
-    tests = run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "--rootdir", str(project),
+    tests = run([str(BIN / "pytest"), "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(project),
                  "-c", str(project / "pyproject.toml"), str(project / "tests")], installed.parent)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert " passed" in tests.stdout and "skipped" not in tests.stdout
+    assert " passed" in tests.stdout
+    # Only what the generated connector does not do may skip: a channel whose reply URL
+    # keeps no record of sent messages does not reconcile sends.
+    skips = [line for line in tests.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("does not reconcile sends" in line for line in skips), skips
+    assert len(skips) == (1 if kind == "channel" else 0), skips
 
 
 @pytest.mark.slow

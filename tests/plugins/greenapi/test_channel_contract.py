@@ -1,8 +1,10 @@
-"""The Green-API channel passes ``ChannelContract`` against the Green-API emulator."""
+"""The Green-API channel passes ``ChannelContract`` against the Green-API emulator, whose
+outgoing journal lags (``find_sent`` must say "cannot tell yet" until the lag has passed)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +27,18 @@ INSTANCES = (INSTANCE, OTHER_INSTANCE)
 API_TOKENS = (API_TOKEN, OTHER_API_TOKEN)
 WEBHOOK_TOKENS = (WEBHOOK_TOKEN, OTHER_WEBHOOK_TOKEN)
 CHAT = "33612345678@c.us"
+# A sent message appears in the emulator's lastOutgoingMessages this long after the send;
+# the channel is told its journal may lag a little more, as configured upstream.
+OUTGOING_LAG_S = 0.2
+JOURNAL_LAG_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[GreenApiEmulator, str]]:
+    """This module's emulator (the conftest's ``emulator`` and ``api_url`` use it)."""
+    emulator = GreenApiEmulator(outgoing_lag_s=OUTGOING_LAG_S)
+    with emulator.serve() as server:
+        yield emulator, server.url
 
 
 def _request(body: dict[str, Any], token: str | None) -> WebhookRequest:
@@ -43,7 +57,7 @@ class GreenApiDriver(ChannelDriver):
     def settings(self, tenant: int) -> dict[str, Any]:
         return {"instance_id": INSTANCES[tenant], "api_token": API_TOKENS[tenant],
                 "webhook_token": WEBHOOK_TOKENS[tenant], "api_url": self.api_url,
-                "backoff_initial_ms": 1}
+                "backoff_initial_ms": 1, "outgoing_journal_lag_s": JOURNAL_LAG_S}
 
     def _notification(self, fixture: str, tenant: int, message_id: str) -> dict[str, Any]:
         body = load_fixture(fixture)
@@ -76,6 +90,9 @@ class GreenApiDriver(ChannelDriver):
         # 500 on every attempt is retryable; a refused API token is permanent.
         self.emulator.fail("sendMessage", 500 if outcome == "retryable" else 401, times=10)
         return True
+
+    def reconcile_lag_s(self) -> float:
+        return JOURNAL_LAG_S
 
 
 class TestGreenApiChannel(ChannelContract):
