@@ -198,6 +198,8 @@ def _channel_case(body: Body) -> Callable[[Any, ChannelDriver, Path], None]:
             plugins, recorder = _plugins(channel_driver.channel)
             async with running(config, plugins) as served:
                 run = ChannelRun(channel_driver, served, recorder.received)
+                for tenant in TENANTS:  # tenants open on first use: the driver gets open channels
+                    await served.runtime.tenant(tenant).ready("channel")
                 channel_driver.started([run.channel(0), run.channel(1)])
                 await body(self, run)
 
