@@ -1,6 +1,6 @@
 """Many tenants: how long `maxcore check` and `serve` take, the memory, the health latency.
 
-    .venv/bin/python bench/tenants.py [--tenants 1000] [--health-calls 20]
+    .venv/bin/python bench/tenants.py [--tenants 1000] [--health-calls 20] [--profile DIR]
 
 Generates N tenant files — 60 % embedded (webchat, SQLite, offline), 40 % production
 connectors (Green-API, EspoCRM, OpenAI) with random 32–50-character hex tokens as real
@@ -11,6 +11,11 @@ measures, next to the same measures for a single tenant (the fixed cost, same ru
 - `maxcore serve` from exec to the first 200 on `/api/health`, and its RSS then;
 - `/api/health` latency (median over --health-calls, with the health token) next to the
   latency of `/` on the same server (a bare endpoint: the latency floor).
+
+With ``--profile DIR``, `maxcore serve` runs under ``py-spy record`` and the start-up
+profile (exec to the first health 200, then the health calls) is written to
+``DIR/serve-N.txt`` in py-spy's collapsed-stack format (one stack per line, with its
+sample count: ``sort -t' ' -k2 -n`` or any flame-graph tool reads it).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +42,7 @@ from maxcore.testing.openai_emulator import OpenAIEmulator
 from maxcore.testing.server import ServerThread, served_port
 
 MAXCORE = str(Path(sys.executable).with_name("maxcore"))
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 HEALTH_TOKEN = "bench-health-" + secrets.token_hex(16)
 OPENAI_KEY = "sk-bench-" + secrets.token_hex(16)
 
@@ -122,10 +129,14 @@ def measure(count: int, args: argparse.Namespace, upstreams: Upstreams) -> dict[
     check_s = time.perf_counter() - started
     if check.returncode != 0:
         raise RuntimeError(f"maxcore check failed:\n{check.stdout[-2000:]}{check.stderr[-2000:]}")
+    command = [MAXCORE, "serve", "--config", str(config), "--port", "0"]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        command = [PY_SPY, "record", "--format", "raw", "--rate", "200", "--subprocesses",
+                   "-o", str(args.profile / f"serve-{count}.txt"), "--", *command]
     with (root / "serve.log").open("wb") as log:
         started = time.perf_counter()
-        process = subprocess.Popen([MAXCORE, "serve", "--config", str(config), "--port", "0"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         headers = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
         deadline = started + args.timeout
@@ -142,12 +153,18 @@ def measure(count: int, args: argparse.Namespace, upstreams: Upstreams) -> dict[
                         pass
                 time.sleep(0.02)
             serve_s = time.perf_counter() - started
-            rss = rss_mb(process.pid)
+            # The server's own pid (under py-spy, the process started is py-spy).
+            server_pid = int((root / "data" / "maxcore.pid").read_text())
+            rss = rss_mb(server_pid)
             base = f"http://127.0.0.1:{port}"
             health_ms = median_ms(client, base + "/api/health", args.health_calls, headers)
             root_ms = median_ms(client, base + "/", args.health_calls, {})
     finally:
-        process.terminate()
+        pid_file = root / "data" / "maxcore.pid"
+        if args.profile and pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)  # py-spy writes when it exits
+        else:
+            process.terminate()
         process.wait(120)
     return {"tenants": count, "check_s": round(check_s, 2), "serve_to_health_s": round(serve_s, 2),
             "rss_mb": round(rss, 1), "health_ms": health_ms, "bare_endpoint_ms": root_ms}
@@ -158,6 +175,8 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--health-calls", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run serve under py-spy record; profiles written in this folder")
     args = parser.parse_args()
     upstreams = Upstreams()
     try:

@@ -14,6 +14,7 @@ from .connectors import (
     CRMBase,
     LeadQuery,
     Memory,
+    WebhookReply,
     WebhookRequest,
 )
 from .errors import (
@@ -24,6 +25,7 @@ from .errors import (
     WebhookError,
 )
 from .hookspecs import hookimpl
+from .routing import Routing
 from .types import (
     FIXED_REPLY,
     AuditEntry,
@@ -35,6 +37,7 @@ from .types import (
     LLMReply,
     LLMRequest,
     Media,
+    MessageKind,
     OutboundMessage,
     Record,
     Role,
@@ -73,11 +76,13 @@ __all__ = [
     "MaxcoreError",
     "Media",
     "Memory",
+    "MessageKind",
     "OutboundMessage",
     "PermanentError",
     "Record",
     "RetryableError",
     "Role",
+    "Routing",
     "SendResult",
     "ToolCall",
     "ToolError",
@@ -86,6 +91,7 @@ __all__ = [
     "Usage",
     "Veto",
     "WebhookError",
+    "WebhookReply",
     "WebhookRequest",
     "__version__",
     "hash_chat_id",

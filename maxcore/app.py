@@ -19,9 +19,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .connectors import WebhookRequest
+from .connectors import ChannelBase, WebhookRequest
 from .errors import WebhookError
 from .inbox import InboxClosed, InboxFull
+from .routing import MAX_ROUTE_KEY_CHARS, RouteSource, Routing
 from .runtime import Runtime
 from .webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, raw_text
 
@@ -91,12 +92,25 @@ async def health(request: Request) -> Response:
     code = 503 if status == "stopping" else 200
     if not _authorised(request, runtime.config.server.health_token):
         return JSONResponse({"status": status, "version": runtime.version}, status_code=code)
-    return JSONResponse(await runtime.health(), status_code=code)
+    # From the health monitor's cache: the cost does not grow with the tenants.
+    return Response(runtime.health_json(), status_code=code, media_type="application/json")
+
+
+def _refused_unknown(channel_type: str) -> Response:
+    # The same answer as a wrong token: which instances exist is not told.
+    logger.info("[WEBHOOK] {} webhook for an unknown instance refused", channel_type)
+    return _error(401, UNAUTHORISED)
 
 
 async def webhook(request: Request) -> Response:
+    """``POST|GET /webhooks/{channel}[/{route}]``: route to a tenant, then let its
+    channel authenticate and parse (POST) or answer a verification handshake (GET)."""
     runtime: Runtime = request.app.state.runtime
     channel_type = request.path_params["channel"]
+    if request.method in ("GET", "HEAD"):  # Starlette adds HEAD to every GET route
+        if len(request.url.query) > MAX_QUERY_CHARS:
+            return _error(400, f"query string longer than {MAX_QUERY_CHARS} characters")
+        return await _handshake(runtime, channel_type, _webhook_request(request, b""))
     if not runtime.inbox.accepting:
         return _error(503, "server is shutting down; retry later",
                       {"Retry-After": RETRY_AFTER_STOPPING})
@@ -113,21 +127,17 @@ async def webhook(request: Request) -> Response:
         return _error(408, f"body not received within {BODY_TIMEOUT_S:g}s", close)
     except ClientDisconnect:
         return _error(400, "client disconnected before sending the whole body")
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    hook_request = WebhookRequest(headers=headers, body=body, query=dict(request.query_params))
-    tenants = runtime.tenants
-    cls: Any = tenants.channel_classes.get(channel_type)
+    hook_request = _webhook_request(request, body)
+    cls: Any = runtime.tenants.channel_classes.get(channel_type)
     if cls is None:
         return _error(404, f"no tenant uses the channel {channel_type!r}")
     accepted = duplicates = dead = 0
     try:
-        key = cls.webhook_route_key(hook_request)
-        tenant = tenants.routes.get((channel_type, key))
+        tenant = _routed(runtime, cls, channel_type, hook_request)
         if tenant is None:
-            # The same answer as a wrong token: which instances exist is not told.
-            logger.info("[WEBHOOK] {} webhook for an unknown instance refused", channel_type)
-            return _error(401, UNAUTHORISED)
+            return _refused_unknown(channel_type)
         try:
+            await tenant.ready("channel")  # a tenant's connectors open on first use
             messages = await tenant.channel.parse_webhook(hook_request)
         except UnprocessableBody as exc:
             # Authenticated, but unusable: 200 so the provider does not redeliver it for a
@@ -142,9 +152,7 @@ async def webhook(request: Request) -> Response:
             else:
                 duplicates += 1
     except WebhookError as exc:
-        if exc.status >= 500:
-            logger.error("[WEBHOOK] {} webhook failed: {}", channel_type, exc.reason)
-        return _error(exc.status, exc.reason, exc.headers)
+        return _webhook_error(channel_type, exc)
     except InboxFull as exc:
         return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
     except InboxClosed:
@@ -154,6 +162,63 @@ async def webhook(request: Request) -> Response:
     if dead:
         result["dead_letters"] = dead
     return JSONResponse(result)
+
+
+def _webhook_request(request: Request, body: bytes) -> WebhookRequest:
+    return WebhookRequest(
+        headers={k.lower(): v for k, v in request.headers.items()}, body=body,
+        query=dict(request.query_params), route=request.path_params.get("route"),
+        method=request.method,
+    )
+
+
+def _webhook_error(channel_type: str, exc: WebhookError) -> Response:
+    if exc.status >= 500:
+        logger.error("[WEBHOOK] {} webhook failed: {}", channel_type, exc.reason)
+    return _error(exc.status, exc.reason, exc.headers)
+
+
+def _routed(runtime: Runtime, cls: Any, channel_type: str, request: WebhookRequest) -> Any:
+    """The tenant ``request`` claims (None: unknown); a ``WebhookError`` when the
+    request does not say (400 naming the field, 404 for a wrong URL shape)."""
+    key = cls.webhook_route_key(request)
+    if not isinstance(key, str) or len(key) > MAX_ROUTE_KEY_CHARS:
+        return None
+    return runtime.tenants.routes.get((channel_type, key))
+
+
+async def _handshake(runtime: Runtime, channel_type: str, request: WebhookRequest) -> Response:
+    cls: Any = runtime.tenants.channel_classes.get(channel_type)
+    if cls is None:
+        return _error(404, f"no tenant uses the channel {channel_type!r}")
+    if not callable(getattr(cls, "handshake", None)) or cls.handshake is ChannelBase.handshake:
+        return _error(405, f"the {channel_type} channel answers no GET requests", {"Allow": "POST"})
+    routing = getattr(cls, "routing", None)
+    try:
+        if isinstance(routing, Routing) and routing.source is RouteSource.BODY and request.route is None:
+            # A GET has no body to route by: each tenant of the channel is asked in turn
+            # and the first to accept answers (its verify token decides).
+            candidates = [t for (kind, _), t in runtime.tenants.routes.items() if kind == channel_type]
+        else:
+            tenant = _routed(runtime, cls, channel_type, request)
+            candidates = [tenant] if tenant is not None else []
+        if not candidates:
+            return _refused_unknown(channel_type)
+        refusal: WebhookError | None = None
+        for tenant in candidates:
+            try:
+                reply = await tenant.channel.handshake(request)
+            except WebhookError as exc:
+                if exc.status >= 500:
+                    raise
+                refusal = exc
+                continue
+            return Response(reply.body, status_code=reply.status, media_type=reply.content_type,
+                            headers=dict(reply.headers))
+        assert refusal is not None
+        raise refusal
+    except WebhookError as exc:
+        return _webhook_error(channel_type, exc)
 
 
 async def root(request: Request) -> Response:
@@ -193,7 +258,8 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> Starlette:
     routes = [
         Route("/", root, methods=["GET"]),
         Route("/api/health", health, methods=["GET"]),
-        Route("/webhooks/{channel}", webhook, methods=["POST"]),
+        Route("/webhooks/{channel}", webhook, methods=["POST", "GET"]),
+        Route("/webhooks/{channel}/{route}", webhook, methods=["POST", "GET"]),
         *runtime.hooks.register_routes(),
     ]
     app = Starlette(

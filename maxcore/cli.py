@@ -98,14 +98,18 @@ def cli() -> None:
               help="Port (default: server.port, 3005; 0: any free port, the one bound is logged).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
 @click.option("--log-level", default=None, help="TRACE, DEBUG, INFO, WARNING or ERROR.")
+@click.option("--role", type=click.Choice(["all", "web", "worker"]), default="all",
+              envvar="MAXCORE_ROLE", show_default=True, show_envvar=True,
+              help="web: webhooks into the inbox; worker: process the inbox (no HTTP); "
+                   "all: both. Run one web and one worker on the same data dir to use two cores.")
 def serve(config_dir: Path, host: str | None, port: int | None, log_format: str | None,
-          log_level: str | None) -> None:
+          log_level: str | None, role: str) -> None:
     """Run the HTTP server (webhooks, /api/health, /chat)."""
     from .server import run_server
 
     setup_logging("INFO", log_format or "text")
     warn_failed_plugins()
-    runtime = build_runtime(config_dir)
+    runtime = build_runtime(config_dir, role=role)
     logging_cfg = runtime.config.logging
     setup_logging(log_level or logging_cfg.level, log_format or logging_cfg.format)
     server = runtime.config.server
@@ -155,8 +159,11 @@ def plugins_command(config_dir: Path, as_json: bool) -> None:
     elif source not in (click.core.ParameterSource.DEFAULT, None):
         click.secho(f"! {config_dir}: configuration directory does not exist", fg="yellow", err=True)
     infos = sorted(loaded_plugins.infos.values(), key=lambda i: (not i.builtin, i.name))
+    channels = {info.name: {name: _channel_traits(loaded_plugins.connector_class("channel", name))
+                            for name in info.connectors.get("channel", [])} for info in infos}
     if as_json:
-        click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
+        click.echo(json.dumps([{**info.as_dict(), "channels": channels[info.name]} for info in infos],
+                              indent=2))
         return
     for info in infos:
         version = f" {info.version}" if info.version else ""
@@ -164,7 +171,10 @@ def plugins_command(config_dir: Path, as_json: bool) -> None:
             click.secho(f"✗ {info.name}{version} ({info.origin}): {info.error}", fg="red")
             continue
         origin = "built-in" if info.builtin else (info.distribution or "external")
-        provides = [f"{kind}: {', '.join(names)}" for kind, names in sorted(info.connectors.items())]
+        provides = [f"{kind}: {', '.join(names)}" for kind, names in sorted(info.connectors.items())
+                    if kind != "channel"]
+        provides[:0] = [f"channel: {name} [{_channel_summary(traits)}]"
+                        for name, traits in channels[info.name].items()]
         if info.tools:
             provides.append(f"tools: {', '.join(info.tools)}")
         if info.commands:
@@ -177,6 +187,27 @@ def plugins_command(config_dir: Path, as_json: bool) -> None:
         if info.used_by:
             provides.append(f"used by: {', '.join(info.used_by)}")
         click.echo(f"✓ {info.name}{version} ({origin}) — {'; '.join(provides) or 'nothing registered'}")
+
+
+def _channel_traits(cls: type | None) -> dict[str, Any]:
+    """What ``maxcore plugins`` says of a channel class: where it routes, whether it
+    reconciles interrupted sends (else they are sent again: at least once)."""
+    from .routing import Routing
+
+    routing = getattr(cls, "routing", None)
+    return {
+        "routing": ({"source": str(routing.source), "field": routing.field}
+                    if isinstance(routing, Routing) else None),
+        "reconciles_sends": getattr(cls, "can_reconcile", False) is True,
+    }
+
+
+def _channel_summary(traits: dict[str, Any]) -> str:
+    routing = traits["routing"]
+    where = "undeclared" if routing is None else (
+        f"{routing['source']}: {routing['field']}" if routing["source"] == "custom"
+        else f"{routing['source']} {routing['field']}".rstrip())
+    return f"routing: {where}, reconciles sends: {'yes' if traits['reconciles_sends'] else 'no'}"
 
 
 @cli.command()

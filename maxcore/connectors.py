@@ -9,12 +9,15 @@ tenant argument, so a tool or a model can never reach another tenant through it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
+from .errors import WebhookError
+from .http_pool import HTTP_CLIENTS, HttpClients
 from .types import (
     AuditEntry,
     ChatTurn,
@@ -30,6 +33,9 @@ from .types import (
 )
 from .vocabulary import LeadSchema
 
+if TYPE_CHECKING:
+    from .routing import Routing
+
 KINDS = ("channel", "crm", "memory", "llm")
 
 
@@ -41,6 +47,8 @@ class ConnectorContext:
     that must be redacted from logs (a connector adds tokens it derives at runtime);
     ``session_secret`` is ``server.session_secret``, the key that signs sessions a
     channel hands out (None: the channel keeps its own key in ``data_dir``).
+    ``http`` is the process's registry of shared HTTP clients (one TLS context, one
+    pool per upstream origin: :mod:`maxcore.http_pool`).
     """
 
     tenant: str
@@ -48,21 +56,40 @@ class ConnectorContext:
     add_secret: Callable[[str], None] = attrs.field(default=lambda _value: None)
     public_url: str | None = None
     session_secret: str | None = attrs.field(default=None, repr=False)
+    http: HttpClients = attrs.field(factory=lambda: HTTP_CLIENTS, repr=False, eq=False)
 
 
 @attrs.frozen
 class WebhookRequest:
-    """An inbound webhook as the channel sees it: headers (lower-case keys) and body."""
+    """An inbound webhook as the channel sees it: headers (lower-case keys) and body.
+
+    ``route`` is the ``{route}`` segment of ``/webhooks/{channel}/{route}`` (None on
+    ``/webhooks/{channel}``); ``method`` is ``POST`` for deliveries, ``GET`` for a
+    provider's verification handshake.
+    """
 
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = attrs.field(factory=dict)
+    route: str | None = None
+    method: str = "POST"
     # The decoded body (or the error decoding it gave), filled by the first
     # ``maxcore.webhooks.json_body`` call: the body is parsed once per request.
     decoded: list[Any] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+
+@attrs.frozen
+class WebhookReply:
+    """What a channel answers to a ``GET`` handshake (Meta's verification: 200 with the
+    challenge as plain text). A refusal is a ``WebhookError`` (401 or 403)."""
+
+    body: str = ""
+    status: int = 200
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def _frozen_fields(value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -103,39 +130,79 @@ class Connector(Protocol):
 class Channel(Connector, Protocol):
     """Receives messages from users and sends replies to them.
 
-    Optional, for providers that keep a record of sent messages: ``can_reconcile =
-    True`` and ``async def find_sent(chat_id, text, since) -> SendResult | None``. The
-    core calls it when a send was interrupted (started, no result recorded): a result
-    means "it went out, do not send again", None "it did not", and a RetryableError
-    (with ``retry_after``) "cannot tell yet" (the provider's record lags). Channels
-    without it (:class:`ChannelBase` says ``can_reconcile = False``) get at-least-once
-    sends.
+    **Routing.** Webhooks arrive at ``/webhooks/{name}`` or ``/webhooks/{name}/{route}``.
+    Before anything is authenticated the core asks the class which tenant a request
+    claims (:meth:`webhook_route_key`) and looks for the tenant whose channel instance
+    has that :attr:`route_key`; an unknown key is answered 401, exactly like a wrong
+    credential, so which instances exist cannot be probed. ``routing`` declares where
+    the key is read (:class:`maxcore.routing.Routing`): a value in the JSON body
+    (Green-API ``instanceData.idInstance``, Meta ``phone_number_id``), a header, or the
+    path segment (a provider whose payload does not name the account, as Telegram's).
+    :class:`ChannelBase` implements :meth:`webhook_route_key` from that declaration.
+
+    **Handshakes.** A ``GET`` on the same URLs reaches :meth:`handshake` of the routed
+    tenant's channel (a channel routed by a body value, which a GET has not, is asked
+    tenant by tenant until one accepts: the verify token decides).
+
+    **Declarations read by the core and by** :class:`maxcore.testing.ChannelContract`:
+    ``max_text_chars`` (the provider's limit per message; :meth:`send` splits longer
+    texts) and, on every connector class, ``redact_patterns``.
+
+    **Reconciliation.** Optional, for providers that keep a record of sent messages:
+    ``can_reconcile = True`` and ``async def find_sent(chat_id, text, since) ->
+    SendResult | None``. The core calls it when a send was interrupted (started, no
+    result recorded): a result means "it went out, do not send again", None "it did
+    not", and a RetryableError (with ``retry_after``) "cannot tell yet" (the provider's
+    record lags). Channels without it (:class:`ChannelBase` says ``can_reconcile =
+    False``) get at-least-once sends.
     """
+
+    routing: ClassVar[Routing]
+    max_text_chars: ClassVar[int | None]
 
     @classmethod
     def webhook_route_key(cls, request: WebhookRequest) -> str:
         """Read, from an unauthenticated request, which tenant instance it claims.
 
-        Raise ``WebhookError(400, ...)`` naming the missing field when it cannot tell.
+        Raise ``WebhookError(400, ...)`` naming the missing field when it cannot tell
+        (404 when the URL has, or lacks, a route segment this channel does not expect).
+        The body is decoded once (:func:`maxcore.webhooks.json_body` caches it on the
+        request), so reading a body value here costs :meth:`parse_webhook` nothing.
         """
         ...
 
     @property
     def route_key(self) -> str:
-        """The key :meth:`webhook_route_key` returns for this tenant's requests."""
+        """The key :meth:`webhook_route_key` returns for this tenant's requests
+        (from the tenant's configuration: an instance id, a route name)."""
+        ...
+
+    async def handshake(self, request: WebhookRequest) -> WebhookReply:
+        """Answer a ``GET`` verification (Meta: ``hub.challenge`` when
+        ``hub.verify_token`` matches, else ``WebhookError(403)``).
+
+        Channels without one raise ``WebhookError(405)`` (:class:`ChannelBase` does).
+        """
         ...
 
     async def parse_webhook(self, request: WebhookRequest) -> list[InboundMessage]:
         """Authenticate (401 via ``WebhookError``) and parse into messages to process.
 
-        Events that must not reach the model (echoes, statuses) give an empty list.
+        Each message has the provider's stable id as ``message_id`` (a redelivery is a
+        duplicate) and a :class:`maxcore.types.MessageKind`. Events that must not reach
+        the model (echoes of the bot's own messages, statuses) give an empty list.
         """
         ...
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        """Send one message. An error raised for a message the provider certainly did
-        not take (a 429, an instance still booting) may carry ``not_sent = True``, so an
-        interrupted-send check is not needed before the retry."""
+        """Deliver a reply, split at ``max_text_chars``.
+
+        Raise ``RetryableError`` for what may pass later (rate limits, 5xx, timeouts)
+        and ``PermanentError`` for what never will (bad credentials, unknown chat). An
+        error raised for a message the provider certainly did not take (a 429, an
+        instance still booting) may carry ``not_sent = True``, so an interrupted-send
+        check is not needed before the retry.
+        """
         ...
 
     async def run_receiver(self, submit: Submit) -> None:
@@ -235,10 +302,18 @@ class _NoSettings:
 
 
 class ConnectorBase:
-    """Defaults for the lifecycle methods; subclass and override what you need."""
+    """Defaults for the lifecycle methods; subclass and override what you need.
+
+    ``redact_patterns`` (any connector kind): regular expressions for secrets shaped by
+    this connector's upstream (a token in a URL path), collected when the plugin loads
+    and applied to every log line and error text. The match's group named ``secret``
+    becomes ``***`` (the whole match when there is no such group). Keep them linear:
+    no nested quantifiers; they run on every line.
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[Any]] = _NoSettings
+    redact_patterns: ClassVar[tuple[re.Pattern[str], ...]] = ()
 
     def __init__(self, config: Any, context: ConnectorContext) -> None:
         self.config = config
@@ -286,10 +361,28 @@ class CRMBase(ConnectorBase):
 
 
 class ChannelBase(ConnectorBase):
-    """Base for channels: webhook-only by default (no receiver loop), and no record of
-    sent messages to reconcile an interrupted send with."""
+    """Base for channels: webhook-only by default (no receiver loop, no handshake), and
+    no record of sent messages to reconcile an interrupted send with.
 
+    Declare ``routing`` (:class:`maxcore.routing.Routing`) and implement ``route_key``;
+    :meth:`webhook_route_key` reads the declared place.
+    """
+
+    max_text_chars: ClassVar[int | None] = None
     can_reconcile: ClassVar[bool] = False
+
+    @classmethod
+    def webhook_route_key(cls, request: WebhookRequest) -> str:
+        from .routing import Routing  # routing reads bodies through .webhooks, which imports this
+
+        routing = getattr(cls, "routing", None)
+        if not isinstance(routing, Routing):
+            raise TypeError(f"channel {cls.name!r} declares no routing (a maxcore.routing.Routing)")
+        return routing.key(request, cls.name)
+
+    async def handshake(self, request: WebhookRequest) -> WebhookReply:
+        raise WebhookError(405, f"the {self.name} channel answers no GET requests",
+                           {"Allow": "POST"})
 
     async def run_receiver(self, submit: Submit) -> None:
         return None

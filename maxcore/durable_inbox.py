@@ -26,7 +26,7 @@ from loguru import logger
 from .config.models import InboxConfig
 from .files import connect_private
 from .inbox import Entry, InboxFull, WorkScheduler
-from .types import InboundMessage, Media
+from .types import InboundMessage, Media, MessageKind
 from .webhooks import clean_text
 
 SCHEMA = """
@@ -91,6 +91,11 @@ def encode_message(message: InboundMessage) -> str:
 def decode_message(payload: str) -> InboundMessage:
     data = json.loads(payload)
     media = data.pop("media", None)
+    kind = data.get("kind")
+    if kind not in MessageKind.__members__.values():
+        # Recorded before kinds were the core's (a provider's name): kept, as unknown.
+        data["kind"] = MessageKind.UNKNOWN
+        data["metadata"] = {**(data.get("metadata") or {}), "provider_kind": kind}
     return InboundMessage(**data, media=Media(**media) if media else None)
 
 
@@ -243,19 +248,73 @@ class GroupCommitter:
         self._ops = []
 
 
+# How often a worker-role process looks for rows another process (the web role) committed.
+FOLLOW_INTERVAL_S = 0.05
+
+
 class SqliteInbox(WorkScheduler):
-    """``inbox: {type: sqlite}`` — the default."""
+    """``inbox: {type: sqlite}`` — the default.
+
+    ``role`` splits the work between processes on the same file (``maxcore serve
+    --role``): ``web`` commits messages and leaves them to others (no workers);
+    ``worker`` processes what any process committed, found by a cheap read of new
+    ``pending`` rows every FOLLOW_INTERVAL_S; ``all`` (the default) does both.
+    """
 
     kind = "sqlite"
     durable = True
 
-    def __init__(self, config: InboxConfig, data_dir: Path | str) -> None:
+    def __init__(self, config: InboxConfig, data_dir: Path | str, role: str = "all") -> None:
         super().__init__(config)
         self.path = inbox_path(config, data_dir)
+        self.role = role
         self._conn: sqlite3.Connection | None = None
         self._writer: GroupCommitter | None = None
         self._submitting: dict[str, asyncio.Future[bool]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._seen_id = 0  # the highest row id this process has queued
+
+    def _accept(self, entry: Entry) -> None:
+        if self.role != "web":
+            self._seen_id = max(self._seen_id, entry.id)
+            super()._accept(entry)
+            return
+        message = entry.message
+        logger.bind(tenant=message.tenant, message_id=message.message_id).info(
+            "[PIPELINE] message accepted from chat {} (inbox #{}; a worker process takes it)",
+            message.chat_id, entry.id,
+        )
+
+    async def start(self, handler: Any, rate_limit: Any = None) -> None:
+        if self.role == "web":
+            self._open()  # intake only: no recovery, no workers (the worker role runs them)
+            return
+        await super().start(handler, rate_limit)
+        if self.role == "worker":
+            self._follower = asyncio.create_task(self._follow(), name="inbox-follower")
+
+    async def _follow(self) -> None:
+        """Queue the rows other processes commit (in id order, as they were accepted)."""
+        reader = connect(self.path, self.config.synchronous)
+        try:
+            while not self._stopping:
+                await asyncio.sleep(FOLLOW_INTERVAL_S)
+                try:
+                    # WAL: a read never waits on the other process's writes; on the
+                    # (state, id) index, so it costs the same with a large inbox.
+                    rows = reader.execute(
+                        "SELECT id, payload, attempts, received_at FROM inbox "
+                        "WHERE state = 'pending' AND id > ? ORDER BY id LIMIT 1000",
+                        (self._seen_id,),
+                    ).fetchall()
+                    for entry in await self._entries(rows):
+                        self._seen_id = max(self._seen_id, entry.id)
+                        self._enqueue(entry)  # the web process logged its acceptance
+                except Exception as exc:  # noqa: BLE001 - the follower keeps following
+                    logger.warning("[INBOX] reading new messages failed: {}", exc)
+        finally:
+            reader.close()
 
     # -- lifecycle -------------------------------------------------------------------
     def _open(self) -> GroupCommitter:
@@ -296,7 +355,9 @@ class SqliteInbox(WorkScheduler):
 
         rows = await writer.write(load)
         self._sweeper = asyncio.create_task(self._sweep(), name="inbox-retry-sweeper")
-        return await self._entries(rows)
+        entries = await self._entries(rows)
+        self._seen_id = max([self._seen_id, *(entry.id for entry in entries)])
+        return entries
 
     async def _entries(self, rows: Sequence[sqlite3.Row]) -> list[Entry]:
         """Entries for stored rows; a row whose payload cannot be read goes dead, alone."""
@@ -345,6 +406,10 @@ class SqliteInbox(WorkScheduler):
                 logger.warning("[INBOX] retry sweep failed: {}", exc)
 
     async def _close_store(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

@@ -493,10 +493,16 @@ class MemoryInbox(WorkScheduler):
         return True
 
 
-def make_inbox(config: InboxConfig, data_dir: Any) -> Inbox:
-    """The inbox named by ``inbox.type`` in maxcore.yaml."""
+ROLES = ("all", "web", "worker")
+
+
+def make_inbox(config: InboxConfig, data_dir: Any, role: str = "all") -> Inbox:
+    """The inbox named by ``inbox.type`` in maxcore.yaml, for a process of ``role``."""
     if config.type == "memory":
+        if role != "all":
+            raise MaxcoreError(f"--role {role} needs inbox.type sqlite: the web and worker "
+                               "processes share the inbox file")
         return MemoryInbox(config)
     from .durable_inbox import SqliteInbox
 
-    return SqliteInbox(config, data_dir)
+    return SqliteInbox(config, data_dir, role)

@@ -1,7 +1,8 @@
 """Logging: loguru sinks (text or JSON), secret redaction, stdlib logging routed in.
 
-Every sink goes through :class:`Redactor`, which replaces each configured secret and
-anything shaped like a Green-API token in a URL path with ``***``. ``diagnose`` is off:
+Every sink goes through :class:`Redactor`, which replaces each configured secret, the
+generic credential shapes (``Bearer …``, ``token=…`` query parameters) and the shapes
+connector plugins declare (``redact_patterns``, a token in a URL path) with ``***``. ``diagnose`` is off:
 loguru's default prints local variables (secrets included) in tracebacks.
 
 A text record is one line: control characters, line separators and lone surrogates in
@@ -25,10 +26,12 @@ from typing import Any, TextIO
 import ahocorasick
 from loguru import logger
 
-# /waInstance1101000001/sendMessage/<token>  →  /waInstance1101000001/sendMessage/***
-_URL_TOKEN_RE = re.compile(r"(/waInstance\d+/[A-Za-z]+/)([^/\s?\"'#]+)")
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_KEY_PARAM_RE = re.compile(r"(?i)((?:api[_-]?key|token|secret|password)=)[^&\s\"']+")
+# Shapes of a credential whatever the upstream. A pattern's group named ``secret`` is
+# what becomes ``***`` (the whole match without one); plugins add their own shapes.
+GENERIC_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"(?i)bearer\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,})"),
+    re.compile(r"(?i)(?:api[_-]?key|token|secret|password)=(?P<secret>[^&\s\"']+)"),
+)
 
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
@@ -67,8 +70,19 @@ class Redactor:
         self._secrets: set[str] = set()
         self._automaton: Any = None
         self._loose: list[str] = []  # added since the automaton was built
+        self._patterns: tuple[re.Pattern[str], ...] = GENERIC_PATTERNS
         for secret in secrets:
             self.add(secret)
+
+    def add_pattern(self, pattern: re.Pattern[str]) -> None:
+        """Also hide what ``pattern`` matches (its ``secret`` group, else all of it)."""
+        with self._lock:
+            if pattern not in self._patterns:
+                self._patterns = (*self._patterns, pattern)
+
+    @property
+    def patterns(self) -> tuple[re.Pattern[str], ...]:
+        return self._patterns
 
     def add(self, secret: str) -> None:
         if not secret or len(secret) < 4:
@@ -123,9 +137,17 @@ class Redactor:
                 last = end
             parts.append(text[last:])
             text = "".join(parts)
-        text = _URL_TOKEN_RE.sub(r"\1***", text)
-        text = _BEARER_RE.sub(r"\1***", text)
-        return _KEY_PARAM_RE.sub(r"\1***", text)
+        for pattern in self._patterns:
+            text = pattern.sub(_hide_secret, text)
+        return text
+
+
+def _hide_secret(match: re.Match[str]) -> str:
+    if "secret" not in match.re.groupindex or match.start("secret") < 0:
+        return "***"
+    start, end = match.start(), match.end()
+    text = match.string
+    return text[start:match.start("secret")] + "***" + text[match.end("secret"):end]
 
 
 REDACTOR = Redactor()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from typing import Any, Protocol
 
 import attrs
 import pluggy
 
 from .connectors import CRM, LLM, Channel, Memory
+from .routing import Routing
 
 PROTOCOLS: dict[str, type] = {"channel": Channel, "crm": CRM, "memory": Memory, "llm": LLM}
 
@@ -70,6 +72,7 @@ def connector_problems(kind: str, cls: Any) -> list[str]:
     config_cls = getattr(cls, "Config", None)
     if config_cls is None or not attrs.has(config_cls):
         problems.append(f"{label} needs a frozen attrs class named Config")
+    problems.extend(_declaration_problems(kind, cls, label))
     for method, is_async in _protocol_methods(PROTOCOLS[kind]).items():
         if not hasattr(cls, method):
             problems.append(f"{label} lacks {method}() of the {PROTOCOLS[kind].__name__} protocol")
@@ -83,6 +86,24 @@ def connector_problems(kind: str, cls: Any) -> list[str]:
             problems.append(f"{label}: {method}() must be `async def`")
         elif not is_async and inspect.iscoroutinefunction(value):
             problems.append(f"{label}: {method}() must not be `async def`")
+    return problems
+
+
+def _declaration_problems(kind: str, cls: type, label: str) -> list[str]:
+    """The class attributes the core reads: ``redact_patterns`` (every kind), and for
+    channels ``routing`` and ``max_text_chars``."""
+    problems: list[str] = []
+    patterns = getattr(cls, "redact_patterns", ())
+    if not isinstance(patterns, tuple) or not all(isinstance(p, re.Pattern) for p in patterns):
+        problems.append(f"{label}: redact_patterns must be a tuple of compiled re patterns")
+    if kind != "channel":
+        return problems
+    if not isinstance(getattr(cls, "routing", None), Routing):
+        problems.append(f"{label} declares no routing: routing = maxcore.routing.Routing.body(...), "
+                        ".header(...), .path() or .custom(...)")
+    limit = getattr(cls, "max_text_chars", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        problems.append(f"{label}: max_text_chars must be a positive integer or None")
     return problems
 
 

@@ -31,6 +31,7 @@ import pluggy
 from . import hookspecs
 from .connectors import KINDS
 from .errors import PluginError
+from .logs import REDACTOR
 from .plugin_checks import connector_problems, tool_problems, unknown_hooks
 from .plugin_hooks import Hooks
 
@@ -50,6 +51,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "inbox_cli": "maxcore.builtin.inbox_commands",
     "usage": "maxcore.builtin.usage_command",
     "doctor": "maxcore.builtin.doctor_command",
+    "new_plugin": "maxcore.builtin.new_plugin_command",
 }
 
 _REGISTER_HOOKS = {
@@ -241,6 +243,10 @@ class PluginSet:
             cls.__maxcore_plugin__ = name  # type: ignore[attr-defined]
             self.connectors[kind][cls.name] = cls
             info.connectors.setdefault(kind, []).append(cls.name)
+            # The upstream's secret shapes (a token in a URL path) hide in every log line
+            # from now on, whether or not a tenant uses the connector.
+            for pattern in getattr(cls, "redact_patterns", ()):
+                REDACTOR.add_pattern(pattern)
         for tool in tools:
             self.tools[tool.name] = attrs.evolve(tool, plugin=name)
             info.tools.append(tool.name)

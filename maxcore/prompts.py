@@ -32,11 +32,11 @@ def render_user_message(message: InboundMessage, pack: LanguagePack) -> str:
     if message.quoted_text:
         parts.append(f"({pack.texts['quoted_label']} : « {message.quoted_text} »)")
     if message.media is not None:
-        kind = message.kind.replace("Message", "")
-        parts.append(f"[{kind}: {message.media.file_name or message.media.url}]")
+        # The core's kind (image, voice, document...), whatever the provider called it.
+        parts.append(f"[{message.kind.value}: {message.media.file_name or message.media.url}]")
     location = message.metadata.get("location")
     if isinstance(location, dict):
         parts.append(
             f"[{pack.texts['location_label']}: {location.get('latitude')}, {location.get('longitude')}]"
         )
-    return "\n".join(parts) or f"[{message.kind}]"
+    return "\n".join(parts) or f"[{message.kind.value}]"

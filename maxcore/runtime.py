@@ -2,16 +2,18 @@
 
 Used by the HTTP server and by the CLI alike. Reload swaps the tenant set atomically;
 messages already being processed finish with the connectors they started with.
+Tenants' connectors open on first use (see :mod:`maxcore.tenants`), so starting costs
+the reading of the configuration, not one connection per tenant and connector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from loguru import logger
@@ -19,22 +21,22 @@ from loguru import logger
 from . import __version__
 from .audit_outbox import AuditShipper
 from .config import LoadedConfig, load_config, load_dotenv_files
-from .connectors import Memory
+from .connectors import ChannelBase, Memory
 from .errors import MaxcoreError, PermanentError, PluginError, WebhookError
+from .health import HealthMonitor
+from .http_pool import HTTP_CLIENTS
 from .inbox import Inbox, make_inbox
 from .journal import JournalStore, MemoryJournalStore, journal_store_for
 from .logs import REDACTOR
 from .pipeline import Pipeline, PipelineResult
 from .plugins import PluginSet, load_plugins
 from .retention import RetentionTask
-from .tenants import TenantRuntime, overall
+from .tenants import OpeningProxy, TenantRuntime
 from .types import InboundMessage
 from .webhooks import UNPROCESSABLE_KIND, BodyRejected, clean_message, dead_letter
 
 # A field whose name says it holds a credential: its value is redacted from every log.
 SECRET_FIELD_RE = re.compile(r"(token|key|secret|password|passwd)", re.IGNORECASE)
-# Detailed health (connector probes) is reused this long: callers never multiply probes.
-HEALTH_TTL_S = 10.0
 
 
 class ConfigInvalid(MaxcoreError):
@@ -124,15 +126,21 @@ class Runtime:
         tenant_ids: Iterable[str] | None = None,
         channel_factory: Any = None,
         inbox: Inbox | None = None,
+        role: str = "all",
     ) -> None:
         self.loaded = loaded
+        # "web": webhooks and receivers commit to the inbox; "worker": the pipeline
+        # processes it; "all": both in this process (see ``maxcore serve --role``).
+        self.role = role
         self.plugins = plugins
         self.hooks = plugins.hooks
         self.version = __version__
         self._tenant_ids = set(tenant_ids) if tenant_ids is not None else None
+        # Shared pools hold a connection per worker that may call the same upstream.
+        HTTP_CLIENTS.size_for(loaded.main.inbox.workers)
         self._channel_factory = channel_factory
         self.tenants = self._build_tenants(loaded)
-        self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir)
+        self.inbox: Inbox = inbox or make_inbox(loaded.main.inbox, loaded.data_dir, role)
         self.journal: JournalStore = journal_store_for(self.inbox)
         self.audit = AuditShipper(self.journal, self._memory_of)
         self._direct_journal = MemoryJournalStore()
@@ -140,8 +148,7 @@ class Runtime:
         self._receivers: list[asyncio.Task[None]] = []
         self._retired: list[TenantSet] = []
         self._in_flight: dict[int, int] = {}
-        self._health_cache: tuple[float, dict[str, Any]] | None = None
-        self._health_lock: asyncio.Lock | None = None
+        self.health_monitor = HealthMonitor(lambda: self.tenants.by_id.values())
         self.started = False
 
     @classmethod
@@ -180,7 +187,8 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------
     async def open(self) -> None:
-        """Open every tenant's connectors (on failure, close what was opened)."""
+        """Open every tenant's connectors now (the CLI; serving opens them on first use).
+        On failure, close what was opened."""
         opened: list[TenantRuntime] = []
         try:
             for tenant in self.tenants.by_id.values():
@@ -192,22 +200,52 @@ class Runtime:
             raise
 
     async def start(self) -> None:
-        """Open, start the inbox workers and the channels' receivers (polling)."""
-        await self.open()
+        """Start the inbox workers, the channels' receivers (polling) and the health
+        monitor. Connectors open on first use, except the CRMs whose vocabulary is read
+        from the backend: they are opened now, since checking the lead defaults needs it."""
+        await self.open_checked_at_open(self.tenants)
         await self.inbox.start(self.handle, rate_limit=self.messages_per_minute)
-        self.audit.start()
-        self.retention.start()
-        for tenant in self.tenants.by_id.values():
-            self._start_receiver(tenant)
+        if self.role != "web":  # the pipeline's companions run where the pipeline runs
+            self.audit.start()
+            self.retention.start()
+        if self.role != "worker":  # intake: what pulls messages in
+            for tenant in self.tenants.by_id.values():
+                self._start_receiver(tenant)
+        self.health_monitor.start()
+        self._warn_health_token()
         self.started = True
+        role = "" if self.role == "all" else f" as {self.role}"
         logger.info(
-            "maxcore {} started with {} tenant(s): {}", self.version, len(self.tenants.by_id),
-            ", ".join(self.tenants.by_id) or "none",
+            "maxcore {} started{} with {} tenant(s): {}", self.version, role, len(self.tenants.by_id),
+            ", ".join(list(self.tenants.by_id)[:20]) + (", …" if len(self.tenants.by_id) > 20 else "")
+            or "none",
         )
 
+    def _warn_health_token(self) -> None:
+        """Tenants on connectors that reach the network: their health is worth reading,
+        and only the health token shows it."""
+        if self.config.server.health_token:
+            return
+        remote = sorted({type(c).name for t in self.tenants.by_id.values()
+                         for c in t.connectors().values()
+                         if not type(c).__module__.startswith("maxcore.builtin")})
+        if remote:
+            logger.warning("server.health_token is not set: nobody can read the health of the "
+                           "{} connector(s) over HTTP (/api/health answers {{status, version}} only)",
+                           ", ".join(remote))
+
+    @staticmethod
+    async def open_checked_at_open(tenants: TenantSet) -> None:
+        """Open the CRMs that only an open connection can check (raises their error)."""
+        await asyncio.gather(*(t.ready("crm") for t in tenants.by_id.values() if t.checked_at_open))
+
     def _start_receiver(self, tenant: TenantRuntime) -> None:
+        if not receives(tenant.channel):
+            return
+
         async def run() -> None:
             try:
+                await tenant.ready("channel")
                 await tenant.channel.run_receiver(self.submit)
             except asyncio.CancelledError:
                 raise
@@ -218,6 +256,7 @@ class Runtime:
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.shutdown_grace_s if grace is None else grace
+        await self.health_monitor.stop()
         for task in self._receivers:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
@@ -272,6 +311,7 @@ class Runtime:
             raise MaxcoreError(f"tenant {message.tenant!r} is no longer configured")
         self._in_flight[id(tenants)] = self._in_flight.get(id(tenants), 0) + 1
         try:
+            await tenant.ready()
             if self.started:
                 return await Pipeline(tenant, self.hooks, self.journal, self.audit.notify).process(message)
             # Outside the inbox (the CLI chat, tests driving the pipeline): a journal in
@@ -286,10 +326,12 @@ class Runtime:
 
     def _memory_of(self, tenant_id: str) -> Memory | None:
         tenant = self.tenants.by_id.get(tenant_id)
-        return tenant.memory if tenant is not None else None
+        # Opened on the first call: rows left by an earlier run may name a tenant that
+        # has not had a message since this one started.
+        return cast(Memory, OpeningProxy(tenant, "memory")) if tenant is not None else None
 
     def _memories(self) -> list[Memory]:
-        return [tenant.memory for tenant in self.tenants.by_id.values()]
+        return [cast(Memory, OpeningProxy(t, "memory")) for t in self.tenants.by_id.values()]
 
     async def flush_audit(self) -> None:
         """Ship every audit row waiting in the outbox (tests, before reading the audit log)."""
@@ -315,13 +357,11 @@ class Runtime:
             return [str(p) for p in exc.problems]
         except MaxcoreError as exc:
             return [str(exc)]
-        opened: list[TenantRuntime] = []
+        # The new tenants open on first use, as at start.
         try:
-            for tenant in tenants.by_id.values():
-                await tenant.open()
-                opened.append(tenant)
+            await self.open_checked_at_open(tenants)
         except Exception as exc:  # noqa: BLE001 - keep serving with the old tenants
-            for tenant in opened:
+            for tenant in tenants.by_id.values():
                 await tenant.close()
             return [f"cannot open connectors: {exc}"]
         old, self.tenants, self.loaded = self.tenants, tenants, loaded
@@ -329,10 +369,11 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
         self._receivers.clear()
-        for tenant in tenants.by_id.values():
-            self._start_receiver(tenant)
+        if self.role != "worker":
+            for tenant in tenants.by_id.values():
+                self._start_receiver(tenant)
         self._retired.append(old)
-        self._health_cache = None
+        self.health_monitor.forget()
         await self._close_retired()
         logger.info("configuration reloaded: {} tenant(s)", len(tenants.by_id))
         return []
@@ -354,35 +395,35 @@ class Runtime:
         return self.inbox.health()
 
     async def health(self) -> dict[str, Any]:
-        """Every tenant's connector health (cached for HEALTH_TTL_S) and the inbox."""
+        """Every tenant's connector health probed now (tenants are opened for it) and the
+        inbox: for programs and tests. ``/api/health`` answers from the monitor's cache
+        (:meth:`health_json`) instead."""
+        await self.health_monitor.refresh(everything=True)
         status, problems = self.status()
         return {
             "status": status,
             "problems": problems,
-            **await self._tenant_health(),
+            **self.health_monitor.report(),
             "version": self.version,
             "inbox": self.inbox.stats(),
             "audit_outbox": self.audit.stats(),
         }
 
-    async def _tenant_health(self) -> dict[str, Any]:
-        cached = self._health_cache
-        if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
-            return cached[1]
-        if self._health_lock is None:
-            self._health_lock = asyncio.Lock()
-        async with self._health_lock:  # one probe round at a time, shared by every caller
-            cached = self._health_cache
-            if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
-                return cached[1]
-            tenants_now = list(self.tenants.by_id.values())
-            results = await asyncio.gather(*(t.health() for t in tenants_now))
-            tenants: dict[str, Any] = {}
-            statuses: list[str] = []
-            for tenant, result in zip(tenants_now, results, strict=True):
-                status = overall([c["status"] for c in result.values()])
-                statuses.append(status)
-                tenants[tenant.id] = {"status": status, "connectors": result}
-            report = {"tenants_status": overall(statuses), "tenants": tenants}
-            self._health_cache = (time.monotonic(), report)
-            return report
+    def health_json(self) -> str:
+        """:meth:`health` as JSON, the tenants' part re-encoded only when it changed."""
+        status, problems = self.status()
+        head = json.dumps({"status": status, "problems": problems, "version": self.version,
+                           "inbox": self.inbox.stats(), "audit_outbox": self.audit.stats()})
+        return head[:-1] + ", " + self.health_monitor.rendered() + "}"
+
+
+def receives(channel: Any) -> bool:
+    """Whether ``channel`` pulls messages (a receiver task must run for it).
+
+    A channel says so with a ``polls`` attribute; one without it polls when it
+    overrides ``run_receiver`` (the base class's returns at once).
+    """
+    polls = getattr(channel, "polls", None)
+    if isinstance(polls, bool):
+        return polls
+    return type(channel).run_receiver is not ChannelBase.run_receiver

@@ -39,7 +39,10 @@ def hypercorn_config(runtime: Runtime, bind: str) -> HypercornConfig:
 
 
 def pid_file(runtime: Runtime) -> Path:
-    return runtime.loaded.data_dir / "maxcore.pid"
+    """``maxcore.pid`` (the process serving HTTP: ``maxcore reload`` signals it), or
+    ``maxcore-worker.pid`` for a ``--role worker`` process beside it."""
+    name = "maxcore-worker.pid" if runtime.role == "worker" else "maxcore.pid"
+    return runtime.loaded.data_dir / name
 
 
 def bind_listener(host: str, port: int) -> tuple[str, int]:
@@ -55,11 +58,11 @@ def bind_listener(host: str, port: int) -> tuple[str, int]:
 
 
 async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP."""
-    app = create_app(runtime, manage_lifecycle=False)
-    bind, port = bind_listener(host, port)
-    hc = hypercorn_config(runtime, bind)
+    """Serve until SIGTERM/SIGINT; reload the configuration on SIGHUP.
 
+    A ``--role worker`` runtime serves no HTTP: it processes the inbox the web process
+    fills, until it is told to stop.
+    """
     stop = asyncio.Event()
     reloads: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
@@ -83,6 +86,12 @@ async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, request_reload)
 
+    if runtime.role == "worker":
+        await run_worker(runtime, stop)
+        return
+    app = create_app(runtime, manage_lifecycle=False)
+    bind, port = bind_listener(host, port)
+    hc = hypercorn_config(runtime, bind)
     await runtime.start()
     pid_path = pid_file(runtime)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,4 +113,20 @@ async def run_server(runtime: Runtime, config_dir: Path, host: str, port: int) -
             await runtime.stop()
         pid_path.unlink(missing_ok=True)
         port_path.unlink(missing_ok=True)
+        logger.info("stopped")
+
+
+async def run_worker(runtime: Runtime, stop: asyncio.Event) -> None:
+    """The worker role: the inbox's workers and the pipeline, no HTTP listener."""
+    await runtime.start()
+    pid_path = pid_file(runtime)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.write_text(str(os.getpid()))
+    logger.info("worker processing the inbox {} (no HTTP: the web process takes the webhooks)",
+                getattr(runtime.inbox, "path", ""))
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        pid_path.unlink(missing_ok=True)
         logger.info("stopped")

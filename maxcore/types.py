@@ -37,6 +37,54 @@ class Media:
     file_name: str | None = None
 
 
+class MessageKind(enum.StrEnum):
+    """What an inbound message is, in the core's words; each channel maps its
+    provider's types onto these (and may keep the provider's own type in metadata).
+
+    The model sees the kind of a message without text (``[sticker]``) and of a file
+    (``[image: plan.pdf]``); the pipeline and hooks read it instead of a provider's names.
+    """
+
+    TEXT = "text"
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    VOICE = "voice"  # a voice note recorded in the app (audio that wants transcribing)
+    DOCUMENT = "document"
+    STICKER = "sticker"
+    LOCATION = "location"
+    CONTACT = "contact"  # one or more shared contact cards
+    REACTION = "reaction"  # an emoji on an earlier message (``metadata["reaction_to"]``)
+    CHOICE = "choice"  # a button or list item the user picked (interactive replies, polls)
+    EDITED = "edited"  # a new text for an earlier message
+    DELETED = "deleted"  # the sender deleted an earlier message
+    CALL = "call"  # a voice or video call was offered
+    SYSTEM = "system"  # the provider's notice about the chat (number changed, joined...)
+    UNKNOWN = "unknown"  # a type the channel does not know: recorded, the model sees the kind
+    UNPROCESSABLE = "unprocessable"  # a dead letter: a body the channel could not parse
+
+    @classmethod
+    def of(cls, value: str) -> MessageKind:
+        """``value`` as a kind; a ValueError naming the valid kinds for anything else."""
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(kind.value for kind in cls)
+            raise ValueError(
+                f"{value!r} is not a message kind (one of {valid}); map the provider's type "
+                "onto one and keep the provider's own name in metadata") from None
+
+
+def message_kind(value: str) -> MessageKind:
+    """The converter of ``InboundMessage.kind`` (:meth:`MessageKind.of`)."""
+    return MessageKind.of(value)
+
+
+# Kinds whose message carries a file (``InboundMessage.media``).
+MEDIA_KINDS = frozenset({MessageKind.IMAGE, MessageKind.VIDEO, MessageKind.AUDIO,
+                         MessageKind.VOICE, MessageKind.DOCUMENT, MessageKind.STICKER})
+
+
 # ``InboundMessage.metadata`` key a channel sets when it knows the reply itself (for
 # instance "your message did not reach us, please send it again"): the pipeline sends
 # that text through its usual journalled reply path and does not call the model.
@@ -50,6 +98,8 @@ class InboundMessage:
     ``tenant`` is set by the channel from the authenticated entry point, never from
     the message content. ``message_id`` is the provider's id, unique within
     ``chat_id``: together with the channel and the tenant it is the dedupe key.
+    ``kind`` is one of the core's :class:`MessageKind` values (a provider's own type
+    name is refused: the channel maps it).
     """
 
     tenant: str
@@ -59,7 +109,7 @@ class InboundMessage:
     text: str = ""
     sender_name: str | None = None
     sender_phone: str | None = None
-    kind: str = "text"
+    kind: MessageKind = attrs.field(default=MessageKind.TEXT, converter=message_kind)
     media: Media | None = None
     quoted_text: str | None = None
     received_at: float = attrs.field(factory=_now)

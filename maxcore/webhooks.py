@@ -21,7 +21,7 @@ import attrs
 
 from .connectors import WebhookRequest
 from .errors import WebhookError
-from .types import InboundMessage
+from .types import InboundMessage, MessageKind
 
 # Deeper than any provider's document (Green-API's are 4 levels), shallow enough that
 # nothing downstream recurses into trouble.
@@ -30,7 +30,7 @@ MAX_JSON_DEPTH = 800
 MAX_INT_DIGITS = 1000
 # What a body that the channel authenticated but cannot parse is answered with: the
 # provider must not redeliver it for a day; the core keeps it as a dead letter.
-UNPROCESSABLE_KIND = "unprocessable"
+UNPROCESSABLE_KIND = MessageKind.UNPROCESSABLE
 # One answer for an unknown instance and for a wrong credential: ids are not enumerable.
 UNAUTHORISED = "unknown instance or invalid webhook token"
 

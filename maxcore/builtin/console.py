@@ -10,6 +10,7 @@ import attrs
 from ..connectors import ChannelBase, ConnectorContext, WebhookRequest
 from ..errors import WebhookError
 from ..hookspecs import hookimpl
+from ..routing import Routing
 from ..types import OutboundMessage, SendResult
 
 
@@ -23,6 +24,7 @@ class ConsoleChannel(ChannelBase):
 
     name = "console"
     Config = ConsoleConfig
+    routing = Routing.custom("none: the console channel receives no webhooks")
 
     def __init__(
         self, config: ConsoleConfig, context: ConnectorContext, stream: TextIO | None = None

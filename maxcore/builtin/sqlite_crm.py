@@ -187,7 +187,7 @@ class SqliteCRM(SqliteConnector, CRMBase):
         return [_row_to_lead(row) for row in rows]
 
     async def get_lead(self, lead_id: str) -> Lead | None:
-        rows = await self.db.fetchall(
+        rows = self.db.read(  # one row, on the primary key
             "SELECT * FROM leads WHERE id = ? AND tenant_id = ?", (lead_id, self.tenant)
         )
         return _row_to_lead(rows[0]) if rows else None

@@ -1,4 +1,5 @@
-"""A small async wrapper around one sqlite3 connection (WAL, run in a worker thread)."""
+"""The embedded stores' SQLite access: one writer and one reader connection per database
+file for the whole process, whichever tenants use it (WAL mode)."""
 
 from __future__ import annotations
 
@@ -15,39 +16,113 @@ from ..types import Health
 
 T = TypeVar("T")
 
-class SqliteDB:
-    """One connection, serialised by a lock, used from asyncio through ``to_thread``."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+class SharedFile:
+    """The connections of one database file, shared by every tenant whose connector uses
+    it: a writer (statements run in a worker thread, one at a time under ``lock``) and
+    a reader used on the event loop's thread only, for small indexed reads that WAL lets
+    run beside any writer (no thread hop, no lock)."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._schema = schema
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def open(self) -> None:
-        conn = connect_private(self.path, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(self._schema)
-        self._conn = conn
+        self.writer = _connect(path)
+        self.reader = _connect(path) if str(path) != ":memory:" else self.writer
+        self.lock = threading.Lock()
+        self.schemas: set[str] = set()
+        self.users = 0
 
     def close(self) -> None:
         # Under the lock: closing a connection while a worker thread runs a statement on
         # it crashes the process.
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        with self.lock:
+            if self.reader is not self.writer:
+                self.reader.close()
+            self.writer.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = connect_private(path, check_same_thread=False, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+# Open database files by resolved path: one SharedFile per file in the process.
+_FILES: dict[str, SharedFile] = {}
+_FILES_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return str(path) if str(path) == ":memory:" else str(path.expanduser().resolve())
+
+
+def open_files() -> int:
+    """How many database files the embedded connectors hold open (tests, health)."""
+    return len(_FILES)
+
+
+class SqliteDB:
+    """A connector's handle on a database file; the file's connections are shared.
+
+    Opened by the first query when ``open()`` was not called (the embedded stores are
+    used by the CLI and by tests without ceremony); unusable after ``close()``.
+    """
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self._schema = schema
+        self._file: SharedFile | None = None
+        self._closed = False
+
+    def open(self) -> None:
+        if self._file is not None:
+            return
+        key = _key(self.path)
+        with _FILES_LOCK:
+            shared = _FILES.get(key)
+            if shared is None:
+                shared = _FILES[key] = SharedFile(self.path)
+            shared.users += 1
+            self._file = shared
+        self._closed = False
+        if self._schema not in shared.schemas:
+            with shared.lock:
+                if self._schema not in shared.schemas:
+                    shared.writer.executescript(self._schema)
+                    shared.schemas.add(self._schema)
+
+    def close(self) -> None:
+        shared, self._file = self._file, None
+        self._closed = True
+        if shared is None:
+            return
+        with _FILES_LOCK:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            _FILES.pop(_key(self.path), None)
+        shared.close()
+
+    def _shared(self) -> SharedFile:
+        if self._file is None:
+            if self._closed:
+                raise RuntimeError(f"database {self.path} is not open")
+            self.open()
+        assert self._file is not None
+        return self._file
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if self._conn is None:
+        shared = self._shared()
+        with shared.lock:
+            if self._file is None:
                 raise RuntimeError(f"database {self.path} is not open")
-            return fn(self._conn)
+            return fn(shared.writer)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer connection, in a worker thread."""
+        self._shared()  # opened here, on the loop's thread, if it was not
         return await asyncio.to_thread(self._run, fn)
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -68,6 +143,18 @@ class SqliteDB:
     async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return await self.run(lambda conn: conn.execute(sql, params).fetchall())
 
+    def read(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        """A small indexed read, on the event loop's thread (WAL: never waits on a writer).
+
+        Only for bounded queries on an index (a chat's last turns, one lead by id):
+        anything that may scan goes through :meth:`fetchall`.
+        """
+        shared = self._shared()
+        if shared.reader is shared.writer:  # ":memory:": one connection, behind the lock
+            with shared.lock:
+                return shared.writer.execute(sql, params).fetchall()
+        return shared.reader.execute(sql, params).fetchall()
+
     async def execute(self, sql: str, params: Any = ()) -> int:
         return await self.run(lambda conn: conn.execute(sql, params).rowcount)
 
@@ -81,6 +168,8 @@ class SqliteConnector(ConnectorBase):
 
     default_file: ClassVar[str] = "maxcore.sqlite3"
     schema: ClassVar[str] = ""
+    # The first query opens the database when open() was not called (see SqliteDB).
+    opens_lazily: ClassVar[bool] = True
 
     def __init__(self, config: Any, context: ConnectorContext) -> None:
         super().__init__(config, context)

@@ -67,7 +67,7 @@ class SqliteMemory(SqliteConnector):
     async def history(self, chat_id: str, limit: int) -> list[ChatTurn]:
         if limit <= 0:
             return []
-        rows = await self.db.fetchall(
+        rows = self.db.read(  # bounded, on the (tenant, chat, id) index
             "SELECT role, content FROM sessions WHERE tenant_id = ? AND chat_id = ? "
             "ORDER BY id DESC LIMIT ?",
             (self.tenant, chat_id, limit),
@@ -92,7 +92,7 @@ class SqliteMemory(SqliteConnector):
         await self.db.transaction(work)
 
     async def facts(self, chat_id: str) -> dict[str, Any]:
-        rows = await self.db.fetchall(
+        rows = self.db.read(  # one chat's facts, on the primary key
             "SELECT key, value FROM tenant_memory WHERE tenant_id = ? AND chat_id = ? ORDER BY key",
             (self.tenant, chat_id),
         )

@@ -34,7 +34,8 @@ from ..connectors import ChannelBase, ConnectorContext, WebhookRequest
 from ..errors import WebhookError
 from ..files import create_private_file
 from ..hookspecs import hookimpl
-from ..types import InboundMessage, OutboundMessage, SendResult
+from ..routing import Routing
+from ..types import InboundMessage, MessageKind, OutboundMessage, SendResult
 from ..webhooks import json_body
 from .rate_limit import KeyedLimiter, retry_after
 from .webchat_outbox import Outbox, OutboxLimits
@@ -147,6 +148,9 @@ class WebchatChannel(ChannelBase):
 
     name = "webchat"
     Config = WebchatConfig
+    # The signed session token names its tenant; the signature is checked by parse_webhook.
+    routing = Routing.custom("the tenant named in the session token (Authorization: Bearer)")
+    max_text_chars = None  # the page shows any length
 
     def __init__(self, config: WebchatConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -240,6 +244,8 @@ class WebchatChannel(ChannelBase):
     # -- channel protocol --------------------------------------------------------
     @classmethod
     def webhook_route_key(cls, request: WebhookRequest) -> str:
+        if request.route is not None:
+            raise WebhookError(404, "the webchat channel takes no route segment: use /webhooks/webchat")
         return str(_decode_claims(bearer(request.headers))["t"])
 
     @property
@@ -263,7 +269,7 @@ class WebchatChannel(ChannelBase):
         self.outbox.push(session.chat_id, session.client, "user", text, message_id)
         return [InboundMessage(
             tenant=self.tenant, channel=self.name, chat_id=session.chat_id,
-            message_id=message_id, text=text,
+            message_id=message_id, text=text, kind=MessageKind.TEXT,
         )]
 
     def _text(self, value: Any) -> str:

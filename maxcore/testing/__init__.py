@@ -11,6 +11,10 @@ A new CRM proves itself with one class::
                 return MyCRM(MyCRM.Config(...), context_for(tenant, tmp_path))
             return make
 
+A channel proves itself with a :class:`ChannelDriver` (its provider's requests) and a
+``ChannelContract`` subclass providing a ``channel_driver`` fixture; it runs the whole
+HTTP app with two tenants (:mod:`maxcore.testing.channel_contract`).
+
 ``CRMContract`` reads the connector's own declaration (``lead_schema()``) and needs no
 pytest plugin; :func:`sample_lead` builds a lead any CRM with a given declaration
 accepts. ``MemoryContract`` and ``LLMContract`` are async pytest classes: they need
@@ -28,10 +32,16 @@ from typing import Any
 
 from .contracts import CRMContract, context_for, sample_lead, sample_value
 
-__all__ = ["CRMContract", "LLMContract", "MemoryContract", "context_for", "sample_lead", "sample_value"]
+__all__ = ["CRMContract", "ChannelContract", "ChannelDriver", "LLMContract", "MemoryContract",
+           "context_for", "sample_lead", "sample_value"]
 
 
 def __getattr__(name: str) -> Any:
+    # The channel contract loads the plugins and the HTTP app: imported when asked for.
+    if name in ("ChannelContract", "ChannelDriver"):
+        from . import channel_contract
+
+        return getattr(channel_contract, name)
     # The memory and LLM contracts need pytest: imported only when asked for.
     if name in ("MemoryContract", "LLMContract"):
         from . import memory_llm_contracts

@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from maxcore import cli as cli_module
-from maxcore.plugins import PluginSet
+from maxcore import hookimpl
+from maxcore.plugins import PluginSet, load_plugins
+from maxcore.routing import Routing
 
 DEMO = "Nouveau lead : Jean Dupont, BTP, jean@dupont.fr, +33 6 12 34 56 78"
 
@@ -71,6 +74,41 @@ def test_plugins_lists_builtins(monkeypatch):
     by_name = {p["name"]: p for p in data}
     assert by_name["webchat"]["connectors"] == {"channel": ["webchat"]}
     assert by_name["webchat"]["builtin"] is True
+
+
+def test_plugins_shows_each_channels_routing_and_reconciliation(monkeypatch):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from channel_examples import TelegramLikeChannel
+
+    class HeaderRouted(TelegramLikeChannel):
+        name = "header_routed"
+        routing = Routing.header("X-Account-Id")
+        can_reconcile = True
+
+        async def find_sent(self, chat_id, text, since):
+            return None
+
+    class Channels:
+        @hookimpl
+        def register_channels(self):
+            return [TelegramLikeChannel, HeaderRouted]
+
+    monkeypatch.setattr(cli_module, "_PLUGINS", load_plugins(extra=[("routed_channels", Channels())]))
+    lines = {line.split()[1]: line for line in run("plugins").output.splitlines()}
+    assert ("channel: telegram_like [routing: path, reconciles sends: no]; "
+            "channel: header_routed [routing: header x-account-id, reconciles sends: yes]") in lines[
+        "routed_channels"]
+    assert "channel: greenapi [routing: body instanceData.idInstance, reconciles sends: yes]" in lines[
+        "greenapi"]
+    assert "channel: webchat [routing: custom: the tenant named in the session token" in lines["webchat"]
+    data = {p["name"]: p for p in json.loads(run("plugins", "--json").output)}
+    assert data["routed_channels"]["channels"] == {
+        "telegram_like": {"routing": {"source": "path", "field": ""}, "reconciles_sends": False},
+        "header_routed": {"routing": {"source": "header", "field": "x-account-id"},
+                          "reconciles_sends": True}}
+    assert data["greenapi"]["channels"]["greenapi"] == {
+        "routing": {"source": "body", "field": "instanceData.idInstance"}, "reconciles_sends": True}
+    assert data["sqlite"]["channels"] == {}
 
 
 def test_plugins_shows_import_failures(monkeypatch, tmp_path):

@@ -44,6 +44,10 @@ def test_every_documented_hook_exists():
     assert set(documented()) == set(SPECS)
 
 
+def test_plugins_page_links_the_channel_page():
+    assert "(channels.md)" in (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+
+
 def test_plugins_page_links_the_hook_reference():
     assert "(hooks.md)" in (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
 
@@ -65,6 +69,7 @@ def test_testing_package_and_emulators_import_without_pytest():
         "import maxcore.testing.openai_emulator, maxcore.testing.espocrm\n"
         "import maxcore.testing.postgrest_emulator\n"
         "maxcore.testing.CRMContract, maxcore.testing.sample_lead  # plain classes and functions\n"
+        "maxcore.testing.ChannelContract, maxcore.testing.ChannelDriver\n"
         "try:\n"
         "    maxcore.testing.MemoryContract\n"
         "except ImportError:\n"

@@ -13,17 +13,41 @@ from loguru import logger
 from maxcore.logs import REDACTOR, Redactor, setup_logging
 
 
-def test_redactor_hides_configured_secrets_and_url_tokens():
+def test_redactor_hides_configured_secrets_and_generic_credential_shapes():
     redact = Redactor(["s3cr3t-api-key-value"])
     text = redact(
-        "POST https://7105.api.greenapi.com/waInstance7105440259/sendMessage/d75b3a66374942c5b3c019c698"
-        " failed; key=s3cr3t-api-key-value; Authorization: Bearer abcdefghijklmnop; ?token=xyz123"
+        "POST https://api.example.com/v1/send failed; key=s3cr3t-api-key-value; "
+        "Authorization: Bearer abcdefghijklmnop; ?token=xyz123&api_key=k-42"
     )
-    assert "d75b3a66374942c5b3c019c698" not in text
-    assert "/waInstance7105440259/sendMessage/***" in text
     assert "s3cr3t-api-key-value" not in text
     assert "abcdefghijklmnop" not in text and "Bearer ***" in text
-    assert "xyz123" not in text
+    assert "xyz123" not in text and "token=***" in text and "api_key=***" in text
+
+
+def test_the_core_knows_no_provider_url_shape():
+    # A token in a URL path is the provider's business: its plugin declares the shape.
+    text = Redactor()("GET https://api.example.com/instance42/getState/d75b3a66374942c5b3c019")
+    assert "d75b3a66374942c5b3c019" in text
+
+
+def test_plugin_patterns_hide_their_secret_group_or_the_whole_match():
+    redact = Redactor()
+    redact.add_pattern(re.compile(r"/bot(?P<secret>\d+:[A-Za-z0-9_-]{20,})/"))
+    redact.add_pattern(re.compile(r"sk_live_[A-Za-z0-9]{10,}"))
+    text = redact("POST https://api.example.org/bot123456:AAbbCCddEEffGGhhIIjjKK/sendMessage "
+                  "with sk_live_abcdefghijkl")
+    assert text == "POST https://api.example.org/bot***/sendMessage with ***"
+
+
+def test_connector_patterns_are_collected_when_plugins_load():
+    from maxcore.plugins import load_plugins
+
+    load_plugins()
+    # The Green-API plugin declares /waInstance{id}/{method}/{token}.
+    text = REDACTOR("POST https://7105.api.greenapi.com/waInstance7105440259/sendMessage/"
+                    "d75b3a66374942c5b3c019c698 failed")
+    assert "d75b3a66374942c5b3c019c698" not in text
+    assert "/waInstance7105440259/sendMessage/***" in text
 
 
 def test_text_and_json_sinks_redact_and_carry_context():

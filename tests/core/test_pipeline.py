@@ -168,7 +168,7 @@ async def test_fixed_reply_skips_the_model_and_is_sent_once(runtime, script):
 
     script(LLMReply(text="should not be used"))
     msg = InboundMessage(tenant="acme", channel="webchat", chat_id="chat-1", message_id="swe",
-                         kind="textMessage", metadata={FIXED_REPLY: "Merci de renvoyer votre message."})
+                         kind="text", metadata={FIXED_REPLY: "Merci de renvoyer votre message."})
     first = await runtime.handle(msg)
     await runtime.handle(msg)  # replayed: journalled, not sent again
     assert first.reply.text == "Merci de renvoyer votre message."

@@ -18,6 +18,7 @@ import httpx
 from loguru import logger
 
 from maxcore.errors import PermanentError, RetryableError, ToolError
+from maxcore.http_pool import HTTP_CLIENTS, HttpClients
 
 from .config import EspoCRMConfig
 
@@ -62,19 +63,21 @@ def hmac_authorization(api_key: str, secret_key: str, method: str, resource: str
 
 
 class EspoClient:
-    """One tenant's client: one ``httpx.AsyncClient`` for the connector's life."""
+    """One tenant's client, on the connection pool the process shares for the EspoCRM
+    URL (the key or HMAC goes in each request's headers, never on the pool)."""
 
-    def __init__(self, config: EspoCRMConfig, tenant: str) -> None:
+    def __init__(self, config: EspoCRMConfig, tenant: str, http: HttpClients | None = None) -> None:
         self.config = config
         self.base = config.url.rstrip("/") + "/api/v1"
-        self.http = httpx.AsyncClient(
-            timeout=config.timeout_s,
+        self._clients = http or HTTP_CLIENTS
+        self.http = self._clients.httpx_client(
+            config.url, timeout=config.timeout_s,
             headers={"Accept": "application/json", "User-Agent": "maxcore-espocrm"},
         )
         self.log = logger.bind(tenant=tenant)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await self._clients.release(self.http)
 
     def _auth_headers(self, method: str, resource: str) -> dict[str, str]:
         if self.config.auth == "hmac" and self.config.secret_key:

@@ -68,7 +68,7 @@ class EspoCRM(CRMBase):
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = EspoClient(self.config, self.tenant)
+            self._client = EspoClient(self.config, self.tenant, self.context.http)
         await super().open()
 
     def declared_lead_schema(self) -> LeadSchema:

@@ -9,6 +9,7 @@ and English words people use for them; a tenant adds its own in YAML
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -109,14 +110,20 @@ def _choices(field: str) -> tuple[Choice, ...]:
 
 def lead_schema(extra_synonyms: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None) -> LeadSchema:
     """The declaration: the three enumerations, the free-text fields the plugin writes."""
+    schema = _shipped_schema()
+    return schema.with_synonyms(extra_synonyms) if extra_synonyms else schema
+
+
+@functools.cache
+def _shipped_schema() -> LeadSchema:
+    """Built once per process (it is immutable): each tenant's config and connector use it."""
     fields = [LeadField(name, FieldType.ENUM, _LABELS[name], _DESCRIPTIONS[name], choices=_choices(name))
               for name in ("status", "source", "industry")]
     fields += [
         LeadField("description", label="Description", description="free notes about the need"),
         LeadField("aiSummary", label="AI summary", description="one-line summary of the conversation"),
     ]
-    schema = LeadSchema(tuple(fields))
-    return schema.with_synonyms(extra_synonyms) if extra_synonyms else schema
+    return LeadSchema(tuple(fields))
 
 
 # ``$noBadCharacters`` (8.3 pattern of names, account names, titles): <, > and = refused.

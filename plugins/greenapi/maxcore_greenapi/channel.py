@@ -15,10 +15,11 @@ from loguru import logger
 
 from maxcore.connectors import ChannelBase, ConnectorContext, Submit, WebhookRequest
 from maxcore.errors import MaxcoreError, PermanentError, RetryableError, WebhookError
+from maxcore.routing import Routing
 from maxcore.types import FIXED_REPLY, Health, HealthStatus, InboundMessage, OutboundMessage, SendResult
-from maxcore.webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, json_body, require
+from maxcore.webhooks import UNAUTHORISED, UnprocessableBody, dead_letter, json_body
 
-from .client import GreenApiClient, RateLimited, split_message
+from .client import MAX_MESSAGE_CHARS, URL_TOKEN_RE, GreenApiClient, RateLimited, split_message
 from .config import GreenApiConfig
 from .parse import CHANNEL, PROCESS, RESEND_PROMPT, Parsed, parse_notification
 from .settings_check import check_settings
@@ -102,6 +103,11 @@ class GreenApiChannel(ChannelBase):
 
     name = CHANNEL
     Config = GreenApiConfig
+    # Every notification names its instance; one URL serves every tenant's instance.
+    routing = Routing.body("instanceData.idInstance")
+    max_text_chars = MAX_MESSAGE_CHARS
+    # The API token sits in the URL path: /waInstance{id}/{method}/{token}.
+    redact_patterns = (URL_TOKEN_RE,)
     # lastOutgoingMessages tells whether an interrupted send went out (contract §10).
     can_reconcile = True
 
@@ -111,7 +117,7 @@ class GreenApiChannel(ChannelBase):
         context.add_secret(config.api_token)
         if config.webhook_token:
             context.add_secret(config.webhook_token)
-        self.client = GreenApiClient(config, context.tenant)
+        self.client = GreenApiClient(config, context.tenant, context.http)
         self._state: str | None = None
         self._state_at = 0.0
         self._settings_verdict: Health | None = None
@@ -160,11 +166,6 @@ class GreenApiChannel(ChannelBase):
         self._state, self._state_at = state, time.monotonic()
 
     # -- inbound -----------------------------------------------------------------
-    @classmethod
-    def webhook_route_key(cls, request: WebhookRequest) -> str:
-        instance = require(json_body(request), "instanceData.idInstance", (int, str))
-        return str(instance)
-
     @property
     def route_key(self) -> str:
         return str(self.config.instance_id)
@@ -227,6 +228,11 @@ class GreenApiChannel(ChannelBase):
                 parsed.action, transport, parsed.summary)
 
     # -- polling ---------------------------------------------------------------------
+    @property
+    def polls(self) -> bool:
+        """Only a polling instance needs a receiver task (and its client open at start)."""
+        return self.config.mode == "polling"
+
     async def run_receiver(self, submit: Submit) -> None:
         if self.config.mode != "polling":
             return

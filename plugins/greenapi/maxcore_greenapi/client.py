@@ -8,17 +8,23 @@ Errors are keyed on the status (the bodies are not consistent, contract §7).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
 
 from maxcore.errors import PermanentError, RetryableError
+from maxcore.http_pool import HTTP_CLIENTS, HttpClients
 from maxcore.logs import REDACTOR
+from maxcore.outbound import split_text
 from maxcore.webhooks import BodyRejected, decode_json
 
 from .config import GreenApiConfig
 
 MAX_MESSAGE_CHARS = 20_000
+# /waInstance1101000001/sendMessage/<token>  →  /waInstance1101000001/sendMessage/***
+# (the channel declares it as a redact pattern: every log line hides the token).
+URL_TOKEN_RE = re.compile(r"/waInstance\d+/[A-Za-z]+/(?P<secret>[^/\s?\"'#]+)")
 MAX_RETRY_AFTER_S = 30.0
 
 
@@ -43,22 +49,25 @@ class Unreachable(RetryableError):
 class GreenApiClient:
     """Calls one instance's REST API. Open once, share, close on shutdown."""
 
-    def __init__(self, config: GreenApiConfig, tenant: str) -> None:
+    def __init__(self, config: GreenApiConfig, tenant: str, http: HttpClients | None = None) -> None:
         self.config = config
         self.tenant = tenant
         self._http: httpx.AsyncClient | None = None
+        self._clients = http or HTTP_CLIENTS
 
     async def open(self) -> None:
+        # The api_url's pool is shared with the other tenants on it: the instance and
+        # its token are in each request's path, never on the client.
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+            self._http = self._clients.httpx_client(
+                self.config.api_url, timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
                 headers={"User-Agent": "maxcore-greenapi"},
             )
 
     async def close(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+            http, self._http = self._http, None
+            await self._clients.release(http)
 
     def _url(self, method: str, *suffix: str) -> str:
         parts = [self.config.api_url, f"waInstance{self.config.instance_id}", method,
@@ -190,23 +199,5 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Cut ``text`` into parts of at most ``limit`` characters, on paragraph boundaries
-    when possible, then on line ends, then on spaces, and only as a last resort mid-word."""
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = -1
-        for separator in ("\n\n", "\n", " "):
-            cut = window.rfind(separator)
-            if cut > 0:
-                break
-        if cut <= 0:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n ")
-    if rest:
-        parts.append(rest)
-    return [p for p in parts if p]
+    """``text`` in parts of at most ``limit`` characters (:func:`maxcore.outbound.split_text`)."""
+    return split_text(text, limit)

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from maxcore.errors import WebhookError
-from maxcore.types import InboundMessage, Media
+from maxcore.types import InboundMessage, Media, MessageKind
 from maxcore.webhooks import require
 
 CHANNEL = "greenapi"
@@ -28,6 +28,23 @@ FILE_TOO_BIG_MARKER = "{{SWE002}}"
 
 FILE_TYPES = ("imageMessage", "videoMessage", "documentMessage", "audioMessage", "stickerMessage")
 EXTENDED_TYPES = ("extendedTextMessage", "quotedMessage")
+# typeMessage → the core's kind (the typeMessage itself stays in metadata["type_message"]).
+# Green-API's audioMessage does not tell a voice note from an audio file: audio.
+KINDS: dict[str, MessageKind] = {
+    "textMessage": MessageKind.TEXT,
+    "extendedTextMessage": MessageKind.TEXT,
+    "quotedMessage": MessageKind.TEXT,
+    "imageMessage": MessageKind.IMAGE,
+    "videoMessage": MessageKind.VIDEO,
+    "documentMessage": MessageKind.DOCUMENT,
+    "audioMessage": MessageKind.AUDIO,
+    "stickerMessage": MessageKind.STICKER,
+    "locationMessage": MessageKind.LOCATION,
+    "contactMessage": MessageKind.CONTACT,
+    "reactionMessage": MessageKind.REACTION,
+    "editedMessage": MessageKind.EDITED,
+    "deletedMessage": MessageKind.DELETED,
+}
 # Webhooks that are the bot's own traffic or delivery receipts: never to the model.
 ECHO_TYPES = ("outgoingMessageReceived", "outgoingAPIMessageReceived", "outgoingMessageStatus")
 INFO_TYPES = ("incomingCall", "outgoingCall", "statusInstanceChanged", "deviceInfo", "incomingBlock")
@@ -150,7 +167,7 @@ def _incoming(data: dict[str, Any], tenant: str, ignore_groups: bool) -> Parsed:
     message = InboundMessage(
         tenant=tenant, channel=CHANNEL, chat_id=chat_id, message_id=message_id, text=text,
         sender_name=_str(sender_data.get("senderName")) or _str(sender_data.get("chatName")) or None,
-        sender_phone=phone_of(sender), kind=type_message, media=media,
+        sender_phone=phone_of(sender), kind=KINDS.get(type_message, MessageKind.UNKNOWN), media=media,
         quoted_text=context.get("quoted_text"),
         **({"received_at": float(timestamp)} if timestamp is not None else {}),
         metadata=context,

@@ -8,7 +8,7 @@ import click
 
 from maxcore import hookimpl
 from maxcore.connectors import ConnectorContext
-from maxcore.types import InboundMessage, Veto
+from maxcore.types import InboundMessage, MessageKind, Veto
 
 from .channel import GreenApiChannel
 from .parse import CHANNEL
@@ -35,7 +35,7 @@ def message_received(message: InboundMessage, context: ConnectorContext) -> Any:
     """
     if message.channel != CHANNEL:
         return None
-    if message.kind == "deletedMessage":
+    if message.kind == MessageKind.DELETED:
         deleted = message.metadata.get("deleted_message_id")
         return Veto(f"the sender deleted message {deleted}; recorded, not answered")
     return None

@@ -38,6 +38,7 @@ from loguru import logger
 from maxcore.config.models import FieldValueError, http_url, in_range, non_empty, one_of
 from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import PermanentError
+from maxcore.http_pool import origin, ssl_context
 from maxcore.types import Health, LLMReply, LLMRequest, Role
 
 from .translate import messages_of, reply_of, tool_of
@@ -100,6 +101,7 @@ class OpenAILLM(ConnectorBase):
         if config.api_key:
             context.add_secret(config.api_key)
         self._client: openai.AsyncOpenAI | None = None
+        self._http: Any = None
         self._log = logger.bind(tenant=context.tenant)
 
     async def open(self) -> None:
@@ -114,6 +116,7 @@ class OpenAILLM(ConnectorBase):
             project=self.config.project,
             timeout=self.config.timeout_s,
             max_retries=self.config.max_retries,
+            http_client=self._shared_http(),
         )
         # Left None, the SDK fills these from OPENAI_ORG_ID / OPENAI_PROJECT_ID: one process
         # serves many tenants, so only the tenant's own YAML may set them.
@@ -121,10 +124,26 @@ class OpenAILLM(ConnectorBase):
         client.project = self.config.project
         self._client = client
 
+    def _shared_http(self) -> Any:
+        """The connection pool the process shares for this base URL (the SDK sends the
+        tenant's key in each request's headers; nothing tenant-specific is on the pool)."""
+        import httpx2
+        import openai
+
+        clients = self.context.http
+        size = clients.max_connections
+        self._http = clients.acquire(("openai", origin(self.config.url)), lambda: (
+            openai.DefaultAsyncHttpxClient(
+                verify=ssl_context(),
+                limits=httpx2.Limits(max_connections=size, max_keepalive_connections=size))))
+        return self._http
+
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        # The SDK's own close() would close the shared pool: the lease is given back instead.
+        self._client = None
+        http, self._http = self._http, None
+        if http is not None:
+            await self.context.http.release(http)
 
     @property
     def client(self) -> openai.AsyncOpenAI:

@@ -40,6 +40,7 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from maxcore.config.models import http_url, in_range, non_empty
 from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import MaxcoreError
+from maxcore.http_pool import ssl_context
 from maxcore.types import AuditEntry, ChatTurn, Health, hash_chat_id
 
 from .errors import APPLY_MIGRATIONS, health_fix, translate
@@ -125,7 +126,9 @@ class SupabaseMemory(ConnectorBase):
         timeout = httpx.Timeout(self.config.timeout_s, connect=min(3.0, self.config.timeout_s))
         # Our own client: explicit timeouts (postgrest's default is 120 s) and the
         # defaults a custom client would otherwise lose (HTTP/2, redirects).
-        self._http = httpx.AsyncClient(timeout=timeout, http2=True, follow_redirects=True)
+        # Its own client (supabase-py sets the tenant's headers on it), the process's TLS context.
+        self._http = httpx.AsyncClient(timeout=timeout, http2=True, follow_redirects=True,
+                                       verify=ssl_context())
         headers = {}
         if self._tokens is not None:
             headers["Authorization"] = f"Bearer {self._tokens.current()[0]}"
