@@ -17,7 +17,7 @@ from maxcore import ConnectorBase, LLMReply, LLMRequest, ToolCall, hookimpl
 from maxcore.plugins import PluginSet
 
 REPO = Path(__file__).resolve().parents[1]
-# A sibling of the repository (../shared, ../fixtures...) is exactly what a clone elsewhere
+# A folder beside the repository (a sibling of its checkout) is exactly what a clone elsewhere
 # lacks; the system and temporary folders are not the repository's business.
 _PARENT = str(REPO.parent)
 _TEMP = str(Path(tempfile.gettempdir()).resolve())
