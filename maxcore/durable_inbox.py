@@ -103,15 +103,30 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) on the WAL database."""
     conn = connect_private(path, check_same_thread=False, isolation_level=None, timeout=10.0)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
+    # Two processes (`--role web` and `--role worker`) may create the file at once:
+    # switching it to WAL takes an exclusive lock that SQLite refuses at once, without
+    # waiting on the busy timeout, when the other connection holds it. Try again.
+    _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-    conn.executescript(SCHEMA)
+    _when_unlocked(lambda: conn.executescript(SCHEMA))
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(inbox)")}
     for column in ("running", "crashes"):  # inbox files written before these columns existed
         if column not in columns:
             conn.execute(f"ALTER TABLE inbox ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     return conn
+
+
+def _when_unlocked(statement: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def inbox_path(config: InboxConfig, data_dir: Path | str) -> Path:
