@@ -80,6 +80,9 @@ def test_a_message_flows_from_the_web_process_to_the_worker_process(tmp_path: Pa
         assert response.status_code == 200 and response.json()["accepted"] == 1
         wait_for(lambda: len(instance.sent) == 1)
         assert "Jean Dupont" in str(instance.sent[0])
+        # The worker logs "reply sent" after Green-API answered: the emulator can hold the
+        # message before the line is written, so wait for the line, not for the send.
+        wait_for(lambda: "[PIPELINE] reply sent" in logs["worker"].read_text())
         web_log, worker_log = logs["web"].read_text(), logs["worker"].read_text()
         assert "[PIPELINE] message accepted" in web_log and "[PIPELINE] reply sent" not in web_log
         assert "[PIPELINE] reply sent" in worker_log and "[GREENAPI_SEND]" in worker_log
