@@ -11,7 +11,8 @@ Clients are leased: :meth:`HttpClients.acquire` returns the origin's client (bui
 first use) and counts the lease; :meth:`HttpClients.release` gives it back, and the
 last release closes it, as a Starlette lifespan closes what it opened. The pool is
 sized for the worker count (:meth:`HttpClients.size_for`): with W workers up to W
-requests to one host can be in flight at once.
+requests to one host can be in flight at once. Under each shared ``httpx`` client is
+aiohttp's pool (:mod:`maxcore.http_transport`, chosen by ``bench/http_clients.py``).
 """
 
 from __future__ import annotations
@@ -99,11 +100,20 @@ class HttpClients:
         key = ("httpx", origin(base_url), key_timeout, tuple(sorted((headers or {}).items())),
                http2, follow_redirects)
         size = self.max_connections
-        return self.acquire(key, lambda: httpx.AsyncClient(
-            timeout=timeout, headers=headers, http2=http2, follow_redirects=follow_redirects,
-            verify=ssl_context(),
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-        ))  # type: ignore[no-any-return]
+
+        def build() -> httpx.AsyncClient:
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            if http2:  # aiohttp speaks HTTP/1.1 only: HTTP/2 keeps httpcore's pool
+                return httpx.AsyncClient(timeout=timeout, headers=headers, http2=True,
+                                         follow_redirects=follow_redirects, verify=ssl_context(),
+                                         limits=limits)
+            from .http_transport import PooledAiohttpTransport
+
+            return httpx.AsyncClient(
+                timeout=timeout, headers=headers, follow_redirects=follow_redirects,
+                transport=PooledAiohttpTransport(verify=ssl_context(), limits=limits))
+
+        return self.acquire(key, build)  # type: ignore[no-any-return]
 
     async def release(self, client: Any) -> None:
         """Give back a leased client; the last lease closes it."""

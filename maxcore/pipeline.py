@@ -20,7 +20,7 @@ import attrs
 from loguru import logger
 
 from .errors import ToolError
-from .journal import JournalStore, MemoryJournalStore, MessageJournal
+from .journal import JournalStore, MemoryJournalStore, MessageJournal, request_hash
 from .prompts import pack_of, render_user_message, system_prompt
 from .sending import JournalledChannel, send_once
 from .tools import Tool, ToolContext, parse_arguments
@@ -54,7 +54,8 @@ class PipelineResult:
 def turn_to_json(turn: ChatTurn) -> dict[str, Any]:
     return {
         "role": str(turn.role), "content": turn.content, "tool_call_id": turn.tool_call_id,
-        "name": turn.name, "tool_calls": [attrs.asdict(call) for call in turn.tool_calls],
+        "name": turn.name,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in turn.tool_calls],
     }
 
 
@@ -65,10 +66,39 @@ def turn_from_json(data: dict[str, Any]) -> ChatTurn:
     )
 
 
+# Digests of tool schemas by the identity of their parameters dict: a tenant's tools are
+# built once, so each completion hashes its schemas once, not once per message.
+_SCHEMA_DIGESTS: dict[int, tuple[dict[str, Any], str]] = {}
+_SCHEMA_DIGESTS_MAX = 4096
+
+
+def _schema_digest(parameters: dict[str, Any]) -> str:
+    cached = _SCHEMA_DIGESTS.get(id(parameters))
+    if cached is not None and cached[0] is parameters:
+        return cached[1]
+    if len(_SCHEMA_DIGESTS) >= _SCHEMA_DIGESTS_MAX:
+        _SCHEMA_DIGESTS.clear()
+    digest = request_hash(parameters)
+    _SCHEMA_DIGESTS[id(parameters)] = (parameters, digest)
+    return digest
+
+
+def llm_step_request(request: LLMRequest) -> dict[str, Any]:
+    """What identifies a completion in the journal: the prompt, the conversation, the
+    tools (their schemas by digest) and the language. A replay of the same message
+    asks the same, so it finds the recorded answer."""
+    return {
+        "system": request.system, "language": request.language,
+        "messages": [turn_to_json(turn) for turn in request.messages],
+        "tools": [(spec.name, spec.description, _schema_digest(spec.parameters))
+                  for spec in request.tools],
+    }
+
+
 def reply_to_json(reply: LLMReply) -> dict[str, Any]:
     return {
         "text": reply.text, "model": reply.model, "usage": attrs.asdict(reply.usage),
-        "tool_calls": [attrs.asdict(call) for call in reply.tool_calls],
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
     }
 
 
@@ -224,7 +254,7 @@ class Pipeline:
             system=system, messages=tuple(turns), tools=specs,
             language=self.tenant.config.assistant.language,
         )
-        step = journal.step("llm", attrs.asdict(request))
+        step = journal.step("llm", llm_step_request(request))
         recorded = journal.done(step)
         if recorded is not None:
             return reply_from_json(recorded)
