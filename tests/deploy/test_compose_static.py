@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,25 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     pins = [line for line in constraints.splitlines() if line and not line.startswith("#")]
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", pin) for pin in pins), pins
     assert "--constraint constraints.txt" in (DEPLOY / "maxcore" / "Dockerfile").read_text()
+
+
+def test_constraints_pin_every_dependency_of_the_image() -> None:
+    """The image installs with --no-index from the constraints' wheels in the stack test,
+    and pinned everywhere: a dependency added to a pyproject.toml needs its line here."""
+    pins = {canonical(line.split("==")[0]) for line in
+            (DEPLOY / "maxcore" / "constraints.txt").read_text().splitlines()
+            if line and not line.startswith("#")}
+    missing = set()
+    for pyproject in [REPO / "pyproject.toml", *sorted((REPO / "plugins").glob("*/pyproject.toml"))]:
+        for requirement in tomllib.loads(pyproject.read_text())["project"].get("dependencies", []):
+            name = canonical(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
+            if not name.startswith("maxcore") and name not in pins:
+                missing.add(f"{name} ({pyproject.relative_to(REPO)})")
+    assert not missing, sorted(missing)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_no_secret_values_in_compose_or_examples(compose: dict[str, Any]) -> None:
