@@ -149,8 +149,9 @@ def main() -> None:
             for kind in KINDS:
                 cpu_us = sorted(r[0] for r in results[kind])[len(results[kind]) // 2]
                 rate = sorted(r[1] for r in results[kind])[len(results[kind]) // 2]
-                print(json.dumps({"inflight": inflight, "client": kind, "cpu_us_per_request": round(cpu_us),
-                                  "requests_per_s": round(rate), "vs_bare_aiohttp": round(cpu_us / floor, 2)}))
+                print(json.dumps({"inflight": inflight, "client": kind,
+                                  "cpu_us_per_request": round(cpu_us), "requests_per_s": round(rate),
+                                  "vs_bare_aiohttp": round(cpu_us / floor, 2)}))
     finally:
         server.terminate()
         server.wait(10)

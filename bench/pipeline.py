@@ -1,24 +1,31 @@
-"""The whole pipeline against latency-injecting emulators: achieved throughput vs its bound.
+"""The whole pipeline against latency-injecting emulators: achieved throughput vs its bound,
+and maxcore's CPU per message.
 
-    .venv/bin/python bench/pipeline.py [--workers 64,256] [--conversations 1000]
+    .venv/bin/python bench/pipeline.py [--scenario upstreams|offline-webchat|offline-greenapi|all]
+                                       [--workers 64,256] [--conversations 1000]
                                        [--llm-ms 800] [--crm-ms 40] [--send-ms 40]
 
-For each worker count W, one ``maxcore serve`` process (its own data dir) serves one
-Green-API tenant wired to EspoCRM and OpenAI, each an emulator from ``maxcore.testing``
-served in this process behind a fixed added latency (LLM ``--llm-ms``, CRM ``--crm-ms``,
-Green-API ``sendMessage`` ``--send-ms``); memory is the embedded SQLite. ``--conversations``
-chats each send one lead message through the webhook at once; the bench waits until
-every reply reached the Green-API emulator.
+Scenarios (each one ``maxcore serve`` process with its own data dir; the emulators run
+in their own processes, ``bench/upstream.py``, so their CPU is neither counted as
+maxcore's nor serialised on one interpreter lock with the load generator):
 
-Printed, per W, next to the bound computed in the same run:
+- ``upstreams``: one Green-API tenant wired to EspoCRM and OpenAI emulators behind a
+  fixed added latency (LLM ``--llm-ms``, CRM ``--crm-ms``, Green-API ``sendMessage``
+  ``--send-ms``), embedded SQLite memory; ``--conversations`` chats each send one lead
+  message at once, for each worker count W of ``--workers``. Printed next to the bound
+  computed in the same run: bound = min(W, conversations) / L messages per second, L
+  the latency the emulators added to one message (calls counted at the emulators /
+  messages, times their latency); achieved = messages / (first webhook sent → last
+  message done), achieved/bound; webhook ack latency p50/p99 during the burst next to
+  the same webhooks acknowledged by an idle server (duplicates, before the burst).
+- ``offline-webchat``: the demo tenant's parts (webchat, SQLite CRM and memory, offline
+  model): 400 lead messages over 100 chats.
+- ``offline-greenapi``: the same through the Green-API webhook, one ``sendMessage`` per
+  reply to the emulator (no added latency).
 
-- bound = min(W, conversations) / L messages per second, where L is the latency the
-  emulators added to one message (upstream calls counted at the emulators / messages,
-  times their latency): no implementation can beat it with W conversations in flight;
-- achieved = messages / (first webhook sent → last reply received), and achieved/bound;
-- CPU per message of the maxcore process alone (utime + stime from /proc over the run);
-- webhook acknowledgement latency p50 / p99 during the burst, next to the same
-  webhooks acknowledged by an idle server (duplicates, before the burst).
+Every scenario prints maxcore's CPU per message (utime + stime of the server process from
+/proc over the run, divided by the messages) next to its baseline from the same server:
+the CPU per request of ``GET /api/health`` (the framework's HTTP floor).
 """
 
 from __future__ import annotations
@@ -28,46 +35,28 @@ import asyncio
 import copy
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from maxcore.testing.espocrm import ApiUser, EspoEmulator
-from maxcore.testing.greenapi_emulator import GreenApiEmulator
-from maxcore.testing.openai_emulator import OpenAIEmulator
-from maxcore.testing.server import ServerThread, served_port
+from maxcore.testing.server import served_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MAXCORE = str(Path(sys.executable).with_name("maxcore"))
+UPSTREAM = Path(__file__).with_name("upstream.py")
 FIXTURE = ROOT / "tests" / "fixtures" / "greenapi" / "incoming_text.json"
-INSTANCE = 7105000001
-API_TOKEN = "bench-api-token-0123456789abcdef0123456789"
-WEBHOOK_TOKEN = "bench-webhook-token-0123456789abcdef"
-ESPO_KEY = "bench-espo-key-0123456789abcdef"
-OPENAI_KEY = "sk-bench-0123456789abcdef"
+sys.path.insert(0, str(Path(__file__).parent))
+from upstream import API_TOKEN, ESPO_KEY, INSTANCE, OPENAI_KEY, WEBHOOK_TOKEN  # noqa: E402
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
-def with_latency(app: ASGIApp, seconds: float, counter: list[int],
-                 only: Callable[[str], bool] = lambda path: True) -> ASGIApp:
-    """The emulator answers ``seconds`` later on the paths ``only`` selects, which it counts."""
-
-    async def delayed(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and only(scope["path"]):
-            counter[0] += 1
-            await asyncio.sleep(seconds)
-        await app(scope, receive, send)
-
-    return delayed
+HEALTH_REQUESTS = 400
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,9 +76,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
 
 
-def webhook(n: int) -> dict[str, Any]:
+def greenapi_body(n: int, chat: int) -> dict[str, Any]:
     body = copy.deepcopy(json.loads(FIXTURE.read_text()))
-    phone = f"3361{n:07d}"
+    phone = f"3361{chat:07d}"
     body["idMessage"] = f"BENCH{n:08d}"
     body["senderData"]["chatId"] = body["senderData"]["sender"] = f"{phone}@c.us"
     body["messageData"]["textMessageData"]["textMessage"] = (
@@ -97,7 +86,29 @@ def webhook(n: int) -> dict[str, Any]:
     return body
 
 
-def write_config(root: Path, workers: int, urls: dict[str, str]) -> Path:
+class Upstream:
+    """An emulator process (bench/upstream.py) and its counters."""
+
+    def __init__(self, kind: str, latency_ms: float, root: Path) -> None:
+        port_file = root / f"{kind}.port"
+        self.process = subprocess.Popen([sys.executable, str(UPSTREAM), kind, str(latency_ms),
+                                         str(port_file)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"the {kind} emulator did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{port_file.read_text()}"
+
+    def stats(self) -> dict[str, int]:
+        return dict(httpx.get(self.url + "/__bench/stats", timeout=10).json())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def write_config(root: Path, workers: int, tenant: str) -> Path:
     config = root / "config"
     (config / "tenants").mkdir(parents=True)
     (config / "maxcore.yaml").write_text(textwrap.dedent(f"""
@@ -105,7 +116,12 @@ def write_config(root: Path, workers: int, urls: dict[str, str]) -> Path:
         inbox: {{type: sqlite, workers: {workers}, max_pending: 1000000}}
         logging: {{level: INFO}}
     """))
-    (config / "tenants" / "acme.yaml").write_text(textwrap.dedent(f"""
+    (config / "tenants" / "acme.yaml").write_text(tenant)
+    return config
+
+
+def greenapi_tenant(urls: dict[str, str]) -> str:
+    parts = [textwrap.dedent(f"""
         tenant: acme
         channel:
           type: greenapi
@@ -113,18 +129,33 @@ def write_config(root: Path, workers: int, urls: dict[str, str]) -> Path:
           api_token: {API_TOKEN}
           webhook_token: {WEBHOOK_TOKEN}
           api_url: {urls['greenapi']}
-        crm: {{type: espocrm, url: {urls['espocrm']}, api_key: {ESPO_KEY}}}
         memory: {{type: sqlite}}
-        llm: {{type: openai, base_url: {urls['openai']}, api_key: {OPENAI_KEY}, max_retries: 0}}
         assistant: {{language: fr}}
-    """))
-    return config
+    """)]
+    if "espocrm" in urls:
+        parts.append(f"crm: {{type: espocrm, url: {urls['espocrm']}, api_key: {ESPO_KEY}}}\n")
+        parts.append(f"llm: {{type: openai, base_url: {urls['openai']}/v1, api_key: {OPENAI_KEY}, "
+                     "max_retries: 0}\n")
+    else:
+        parts.append("crm: {type: sqlite}\nllm: {type: offline}\n")
+    return "".join(parts)
+
+
+WEBCHAT_TENANT = textwrap.dedent("""
+    tenant: acme
+    channel: {type: webchat, rate_limits: false}
+    crm: {type: sqlite}
+    memory: {type: sqlite}
+    llm: {type: offline}
+    assistant: {language: fr}
+""")
 
 
 def start_server(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], int]:
+    env = {**os.environ, "MAXCORE_LOAD_PLUGINS": "greenapi,espocrm,openai"}
     with (root / "serve.log").open("wb") as log:
         process = subprocess.Popen([MAXCORE, "serve", "--config", str(config), "--port", "0"],
-                                   stdout=log, stderr=subprocess.STDOUT)
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         port = served_port(root / "data")
@@ -135,84 +166,98 @@ def start_server(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], int
     raise RuntimeError(f"maxcore serve did not start: {(root / 'serve.log').read_text()}")
 
 
-async def post_all(client: httpx.AsyncClient, bodies: list[dict[str, Any]],
+def done_count(root: Path) -> int:
+    with sqlite3.connect(f"file:{root / 'data' / 'inbox.sqlite3'}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'done'").fetchone()[0])
+
+
+async def wait_done(root: Path, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while done_count(root) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {done_count(root)} of {count} messages done in {timeout:g} s")
+        await asyncio.sleep(0.05)
+
+
+async def post_all(client: httpx.AsyncClient, requests: list[tuple[str, dict[str, Any], dict[str, str]]],
                    concurrency: int) -> list[float]:
+    """POST each (path, body, headers); the ack latencies. Requests of one chat keep their order
+    when ``concurrency`` is 1 per chat (the caller interleaves chats)."""
     latencies: list[float] = []
-    queue = list(reversed(bodies))
-    headers = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+    queue = list(reversed(requests))
 
     async def lane() -> None:
         while queue:
-            body = queue.pop()
+            path, body, headers = queue.pop()
             started = time.perf_counter()
-            response = await client.post("/webhooks/greenapi", json=body, headers=headers)
+            response = await client.post(path, json=body, headers=headers)
             if response.status_code != 200:
-                raise RuntimeError(f"webhook answered {response.status_code}: {response.text}")
+                raise RuntimeError(f"{path} answered {response.status_code}: {response.text}")
             latencies.append(time.perf_counter() - started)
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     return latencies
 
 
-async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
-    llm_calls, crm_calls, sends = [0], [0], [0]
-    greenapi = GreenApiEmulator(rate_limits={})
-    instance = greenapi.add_instance(INSTANCE, API_TOKEN, WEBHOOK_TOKEN)
-    espo = EspoEmulator()
-    espo.add_api_user(ApiUser(api_key=ESPO_KEY))
-    openai = OpenAIEmulator(api_key=OPENAI_KEY)
-    servers = [
-        ServerThread(with_latency(greenapi.app, args.send_ms / 1000, sends,
-                                  lambda path: path.split("/")[2:3] == ["sendMessage"])).start(),
-        ServerThread(with_latency(espo.app, args.crm_ms / 1000, crm_calls,
-                                  lambda path: path.startswith("/api/v1/Lead"))).start(),
-        ServerThread(with_latency(openai.app, args.llm_ms / 1000, llm_calls,
-                                  lambda path: path.endswith("/chat/completions"))).start(),
-    ]
-    espo.server = servers[1]
-    openai.server = servers[2]
+async def health_floor(client: httpx.AsyncClient, pid: int) -> float:
+    """CPU (ms) per ``GET /api/health`` on this server: the baseline of the run."""
+    before = cpu_seconds(pid)
+    for _ in range(HEALTH_REQUESTS):
+        (await client.get("/api/health")).raise_for_status()
+    return (cpu_seconds(pid) - before) * 1000 / HEALTH_REQUESTS
+
+
+def greenapi_requests(n: int, chats: int) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    headers = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+    return [("/webhooks/greenapi", greenapi_body(i, i % chats), headers) for i in range(n)]
+
+
+async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"maxcore-bench-w{workers}-"))
-    config = write_config(root, workers, {
-        "greenapi": servers[0].url, "espocrm": espo.url, "openai": openai.base_url})
+    upstreams = {"greenapi": Upstream("greenapi", args.send_ms, root),
+                 "espocrm": Upstream("espocrm", args.crm_ms, root),
+                 "openai": Upstream("openai", args.llm_ms, root)}
+    config = write_config(root, workers, greenapi_tenant({k: u.url for k, u in upstreams.items()}))
     process, port = await asyncio.to_thread(start_server, root, config)
+    n = args.conversations
     try:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
                                      timeout=120) as client:
             # Idle baseline: one message processed, then its duplicates acknowledged (no work).
-            warm = webhook(10_000_000)
+            warm = greenapi_requests(1, 1)[0]
+            warm = (warm[0], greenapi_body(10_000_000, 9_999_999), warm[2])
             await post_all(client, [warm], 1)
-            await greenapi.wait_for(lambda: len(instance.sent) >= 1, 60)
+            await wait_done(root, 1, 60)
             idle_acks = await post_all(client, [warm] * 200, 8)
-            sent_before, llm_before, crm_before = len(instance.sent), llm_calls[0], crm_calls[0]
-            sends_before = sends[0]
+            floor = await health_floor(client, process.pid)
+            before = {kind: upstream.stats() for kind, upstream in upstreams.items()}
             cpu_before = cpu_seconds(process.pid)
             started = time.perf_counter()
-            bodies = [webhook(n) for n in range(args.conversations)]
-            acks = await post_all(client, bodies, 64)
-            await greenapi.wait_for(
-                lambda: len(instance.sent) - sent_before >= args.conversations, args.timeout)
+            acks = await post_all(client, greenapi_requests(n, n), 64)
+            await wait_done(root, n + 1, args.timeout)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(process.pid) - cpu_before
             rss = rss_mb(process.pid)
+            after = {kind: upstream.stats() for kind, upstream in upstreams.items()}
     finally:
         process.terminate()
         await asyncio.to_thread(process.wait, 60)
-        for server in servers:
-            server.stop()
-    n = args.conversations
-    per_message = ((llm_calls[0] - llm_before) * args.llm_ms + (crm_calls[0] - crm_before) * args.crm_ms
-                   + (sends[0] - sends_before) * args.send_ms) / 1000 / n
+        for upstream in upstreams.values():
+            upstream.stop()
+    calls = {kind: (after[kind]["calls"] - before[kind]["calls"]) / n for kind in upstreams}
+    per_message = (calls["openai"] * args.llm_ms + calls["espocrm"] * args.crm_ms
+                   + calls["greenapi"] * args.send_ms) / 1000
     bound = min(workers, n) / per_message
     achieved = n / elapsed
     return {
-        "workers": workers, "messages": n, "latency_per_message_s": round(per_message, 3),
-        "calls_per_message": {"llm": (llm_calls[0] - llm_before) / n,
-                              "crm": (crm_calls[0] - crm_before) / n,
-                              "send": (sends[0] - sends_before) / n},
+        "scenario": "upstreams", "workers": workers, "messages": n,
+        "latency_per_message_s": round(per_message, 3),
+        "calls_per_message": {"llm": calls["openai"], "crm": calls["espocrm"], "send": calls["greenapi"]},
         "bound_msg_s": round(bound, 1), "achieved_msg_s": round(achieved, 1),
         "achieved_over_bound": round(achieved / bound, 3),
-        "cpu_ms_per_message": round(cpu * 1000 / n, 2), "rss_mb": round(rss, 1),
+        "cpu_ms_per_message": round(cpu * 1000 / n, 2), "health_cpu_ms_per_request": round(floor, 3),
+        "rss_mb": round(rss, 1),
         "ack_ms_p50": round(percentile(acks, 0.5) * 1000, 1),
         "ack_ms_p99": round(percentile(acks, 0.99) * 1000, 1),
         "idle_ack_ms_p50": round(percentile(idle_acks, 0.5) * 1000, 1),
@@ -220,8 +265,52 @@ async def run_one(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     }
 
 
+async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix=f"maxcore-bench-{channel}-"))
+    chats, per_chat = 100, 4
+    n = chats * per_chat
+    upstream = Upstream("greenapi", 0, root) if channel == "greenapi" else None
+    tenant = greenapi_tenant({"greenapi": upstream.url}) if upstream else WEBCHAT_TENANT
+    config = write_config(root, 8, tenant)
+    process, port = await asyncio.to_thread(start_server, root, config)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            if upstream is not None:
+                requests = greenapi_requests(n, chats)
+            else:
+                tokens = [(await client.post("/chat/acme/session")).json()["token"] for _ in range(chats)]
+                requests = [("/webhooks/webchat",
+                             {"id": f"m{i}", "text": f"Nouveau lead : Jean Dupont{i}, BTP, "
+                                                     f"jean{i}@dupont.example, +3361{i % chats:07d}"},
+                             {"Authorization": f"Bearer {tokens[i % chats]}"}) for i in range(n)]
+            await post_all(client, requests[:chats], 8)  # warm-up: one message per chat
+            await wait_done(root, chats, args.timeout)
+            floor = await health_floor(client, process.pid)
+            cpu_before = cpu_seconds(process.pid)
+            started = time.perf_counter()
+            await post_all(client, requests[chats:], 8)
+            await wait_done(root, n, args.timeout)
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(process.pid) - cpu_before
+            sent = upstream.stats()["sent"] if upstream is not None else None
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 60)
+        if upstream is not None:
+            upstream.stop()
+    measured = n - chats
+    if sent is not None and sent < n:
+        raise RuntimeError(f"only {sent} replies reached Green-API for {n} messages")
+    return {"scenario": f"offline-{channel}", "messages": measured, "chats": chats,
+            "cpu_ms_per_message": round(cpu * 1000 / measured, 2),
+            "health_cpu_ms_per_request": round(floor, 3),
+            "messages_per_s": round(measured / elapsed, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--scenario", default="all",
+                        choices=["all", "upstreams", "offline-webchat", "offline-greenapi"])
     parser.add_argument("--workers", default="64,256")
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--llm-ms", type=float, default=800)
@@ -229,14 +318,25 @@ def main() -> None:
     parser.add_argument("--send-ms", type=float, default=40)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
-    print(f"pipeline bench on {os.cpu_count()} cores: {args.conversations} conversations, "
-          f"LLM {args.llm_ms:g} ms, CRM {args.crm_ms:g} ms, send {args.send_ms:g} ms")
-    for workers in (int(w) for w in args.workers.split(",")):
-        result = asyncio.run(run_one(args, workers))
-        print(json.dumps(result))
-        print(f"W={workers}: achieved {result['achieved_msg_s']} msg/s vs bound {result['bound_msg_s']} "
-              f"= {result['achieved_over_bound']:.2f}; CPU {result['cpu_ms_per_message']} ms/message; "
-              f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms)")
+    print(f"pipeline bench on {os.cpu_count()} cores")
+    if args.scenario in ("all", "offline-webchat", "offline-greenapi"):
+        for channel in ("webchat", "greenapi"):
+            if args.scenario not in ("all", f"offline-{channel}"):
+                continue
+            result = asyncio.run(run_offline(args, channel))
+            print(json.dumps(result))
+            print(f"offline/{channel}: CPU {result['cpu_ms_per_message']} ms/message "
+                  f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request)")
+    if args.scenario in ("all", "upstreams"):
+        print(f"upstreams: {args.conversations} conversations, LLM {args.llm_ms:g} ms, "
+              f"CRM {args.crm_ms:g} ms, send {args.send_ms:g} ms")
+        for workers in (int(w) for w in args.workers.split(",")):
+            result = asyncio.run(run_upstreams(args, workers))
+            print(json.dumps(result))
+            print(f"W={workers}: achieved {result['achieved_msg_s']} msg/s vs bound {result['bound_msg_s']} "
+                  f"= {result['achieved_over_bound']:.2f}; CPU {result['cpu_ms_per_message']} ms/message "
+                  f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request); "
+                  f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms)")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def precise_errors(http: ModuleType = httpx, request: Any = None) -> Iterator[No
     ``http`` error :func:`transport_error` names."""
     try:
         yield
-    except (http.TransportError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, http.TransportError, aiohttp.ClientError, OSError) as exc:
         cause = exc.__cause__ if isinstance(exc, http.TransportError) and exc.__cause__ else exc
         mapped = transport_error(cause, http)
         if mapped is None:

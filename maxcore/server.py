@@ -23,6 +23,10 @@ from .runtime import Runtime
 KEEP_ALIVE_S = 75
 READ_TIMEOUT_S = 90
 MAX_HEAD_BYTES = 64 * 1024
+# Connections the kernel queues before they are accepted. hypercorn's default (100)
+# drops the excess of a burst (many webhooks at once, a pool opening its connections):
+# their clients wait a SYN retransmission or fail.
+LISTEN_BACKLOG = 1024
 
 
 def hypercorn_config(runtime: Runtime, bind: str) -> HypercornConfig:
@@ -35,6 +39,7 @@ def hypercorn_config(runtime: Runtime, bind: str) -> HypercornConfig:
     hc.read_timeout = READ_TIMEOUT_S
     hc.graceful_timeout = runtime.config.server.shutdown_grace_s
     hc.h11_max_incomplete_size = MAX_HEAD_BYTES
+    hc.backlog = LISTEN_BACKLOG
     return hc
 
 
@@ -52,7 +57,7 @@ def bind_listener(host: str, port: int) -> tuple[str, int]:
     no probe-then-bind race when several servers start at once.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
+    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     bound = int(sock.getsockname()[1])
     return f"fd://{sock.detach()}", bound
 

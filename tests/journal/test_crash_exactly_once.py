@@ -35,10 +35,13 @@ KILLS = 5
 WORKERS = 8
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "greenapi" / "incoming_text.json"
 
+# max_crashes above KILLS: the kills fall at random points, so one slow message (retrying
+# a 429) can be in flight at three of them and would end dead as a poison message, which
+# is that rule working, not a lost message (tests/inbox/test_scheduler.py covers it).
 MAIN = f"""
 server: {{shutdown_grace_s: 10, health_token: {HEALTH_TOKEN}}}
 inbox: {{type: sqlite, workers: {WORKERS}, max_pending: 100000, backoff_initial_s: 0.05,
-        backoff_max_s: 0.5, max_attempts: 40}}
+        backoff_max_s: 0.5, max_attempts: 40, max_crashes: {KILLS + 1}}}
 logging: {{level: WARNING}}
 """
 TENANT = """

@@ -29,7 +29,7 @@ async def test_leases_share_one_client_until_the_last_release() -> None:
     b = clients.httpx_client("http://127.0.0.1:9/b", timeout=5.0)
     other = clients.httpx_client("http://127.0.0.1:10/", timeout=5.0)
     assert a is b and a is not other
-    assert a._transport._pool._max_connections == 256 + 16  # type: ignore[attr-defined]
+    assert a._transport.limits.max_connections == 256 + 16  # type: ignore[attr-defined]
     await clients.release(a)
     assert not b.is_closed
     await clients.release(b)

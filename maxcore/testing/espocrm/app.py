@@ -318,7 +318,7 @@ class EspoEmulator:
             return _error(400, str(exc))
         except Forbidden as exc:
             return _error(403, str(exc))
-        rows = [row for row in self.store.all(entity.name)
+        rows = [row for row in self.store.scan(entity.name)
                 if all(matches(row[1], item) for item in params.where)]
         order_by = params.order_by or entity.collection.get("orderBy") or "createdAt"
         order = params.order or str(entity.collection.get("order", "desc")).upper()
@@ -344,7 +344,7 @@ class EspoEmulator:
         skip = (request.headers.get("x-skip-duplicate-check", "").lower() == "true"
                 or body.get("skipDuplicateCheck") is True or body.get("forceDuplicate") is True)
         if entity.name in DUPLICATE_CHECK_ENTITIES and not skip:
-            found = rec.duplicates(self.store.all(entity.name), data)
+            found = rec.duplicates(self.store.scan(entity.name), data)
             if found:
                 return _error(409, "duplicate",
                               [rec.render(entity, record, self.user_names) for record in found])
