@@ -112,10 +112,10 @@ fi
 if [ "$rollback" = 1 ]; then
   run "$DOCKER" image inspect "$PREVIOUS_IMAGE" > /dev/null 2>&1 \
     || die "no $PREVIOUS_IMAGE image on this host: nothing to roll back to"
-  log "rollback: $MAXCORE_IMAGE <- $PREVIOUS_IMAGE, maxcore recreated"
+  log "rollback: $MAXCORE_IMAGE <- $PREVIOUS_IMAGE, ${MAXCORE_SERVICES[*]} recreated"
   run "$DOCKER" tag "$PREVIOUS_IMAGE" "$MAXCORE_IMAGE"
-  compose up -d --no-build --no-deps --wait --wait-timeout "$timeout" maxcore \
-    || fail "the previous maxcore image did not become healthy: see '${COMPOSE_CMD[*]} logs maxcore'"
+  compose up -d --no-build --no-deps --wait --wait-timeout "$timeout" "${MAXCORE_SERVICES[@]}" \
+    || fail "the previous maxcore image did not become healthy: see '${COMPOSE_CMD[*]} logs ${MAXCORE_SERVICES[*]}'"
   smoke_test
   log "rolled back to $PREVIOUS_IMAGE"
   exit 0

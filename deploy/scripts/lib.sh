@@ -3,8 +3,8 @@
 # Shared by deploy.sh, backup.sh and restore.sh (sourced, not run).
 #
 # Every command that touches the stack goes through ONE overridable variable, COMPOSE
-# (default: docker compose on deploy/docker-compose.yml with .env.production). The
-# tests point it at a stand-in that runs `exec <service> <cmd>` against local servers,
+# (default: docker compose on the files of COMPOSE_FILE, below, with .env.production).
+# The tests point it at a stand-in that runs `exec <service> <cmd>` against local servers,
 # so the scripts under test are the shipped ones. Paths *inside* the containers are
 # variables too (ESPOCRM_HTML_DIR, MAXCORE_DATA_PATH).
 
@@ -14,17 +14,46 @@ ENV_FILE=${ENV_FILE:-$DEPLOY_DIR/.env.production}
 export MAXCORE_ENV_FILE=${MAXCORE_ENV_FILE:-$DEPLOY_DIR/maxcore.env}
 export MAXCORE_CONFIG_DIR=${MAXCORE_CONFIG_DIR:-$DEPLOY_DIR/config}
 export SSL_DIR=${SSL_DIR:-$DEPLOY_DIR/nginx/ssl}
-COMPOSE=${COMPOSE:-docker compose --project-directory $DEPLOY_DIR -f $DEPLOY_DIR/docker-compose.yml --env-file $ENV_FILE}
 ESPOCRM_HTML_DIR=${ESPOCRM_HTML_DIR:-/var/www/html}
 MAXCORE_DATA_PATH=${MAXCORE_DATA_PATH:-/data}
 
 DRY_RUN=${DRY_RUN:-0}
 
-# COMPOSE is split on spaces into the command array (keep its paths free of spaces).
-read -r -a COMPOSE_CMD <<< "$COMPOSE"
-
 log() { printf '%s %s\n' "$(date -u +%H:%M:%SZ)" "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# env_value NAME [FILE]: the last NAME=value of an env file (default ENV_FILE), unquoted.
+env_value() {
+  local file=${2:-$ENV_FILE}
+  [ -f "$file" ] || return 0
+  { grep -E "^$1=" "$file" || true; } | tail -n 1 | cut -d= -f2- | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/"
+}
+
+# The layout: COMPOSE_FILE, Compose's own variable, from the environment or ENV_FILE (in
+# that order, as Compose reads it), files relative to deploy/. A hand-run
+# `docker compose --env-file .env.production ...` in deploy/ then runs the same files.
+#   unset                                        one maxcore process (--role all)
+#   docker-compose.yml:docker-compose.split.yml  maxcore (--role web) + maxcore-worker
+# MAXCORE_SERVICES: the layout's maxcore services (what a rollback recreates, a restore stops).
+COMPOSE_FILE=${COMPOSE_FILE:-$(env_value COMPOSE_FILE)}
+COMPOSE_FILE=${COMPOSE_FILE:-docker-compose.yml}
+MAXCORE_SERVICES=(maxcore)
+case ":$COMPOSE_FILE:" in
+  *[:/]docker-compose.split.yml:*) MAXCORE_SERVICES=(maxcore maxcore-worker) ;;
+esac
+if [ -z "${COMPOSE:-}" ]; then
+  COMPOSE="docker compose --project-directory $DEPLOY_DIR"
+  IFS=: read -r -a compose_files <<< "$COMPOSE_FILE"
+  for compose_file in "${compose_files[@]}"; do
+    [[ $compose_file == /* ]] || compose_file=$DEPLOY_DIR/$compose_file
+    [ -f "$compose_file" ] || die "COMPOSE_FILE ($COMPOSE_FILE) names $compose_file, which does not exist"
+    COMPOSE+=" -f $compose_file"
+  done
+  COMPOSE+=" --env-file $ENV_FILE"
+fi
+
+# COMPOSE is split on spaces into the command array (keep its paths free of spaces).
+read -r -a COMPOSE_CMD <<< "$COMPOSE"
 
 # compose ARGS...: run the stack command (printed instead under --dry-run).
 compose() {
@@ -80,13 +109,6 @@ MARIADB_DUMP='MYSQL_PWD="$MARIADB_ROOT_PASSWORD" exec mariadb-dump --user=root -
 MARIADB_COUNT_TABLES='MYSQL_PWD="$MARIADB_ROOT_PASSWORD" exec mariadb --user=root --batch --skip-column-names -e "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '"'"'$MARIADB_DATABASE'"'"'"'
 # shellcheck disable=SC2016
 MARIADB_RECREATE_AND_LOAD='MYSQL_PWD="$MARIADB_ROOT_PASSWORD" mariadb --user=root -e "DROP DATABASE IF EXISTS \`$MARIADB_DATABASE\`" && MYSQL_PWD="$MARIADB_ROOT_PASSWORD" exec mariadb --user=root'
-
-# env_value NAME [FILE]: the last NAME=value of an env file (default ENV_FILE), unquoted.
-env_value() {
-  local file=${2:-$ENV_FILE}
-  [ -f "$file" ] || return 0
-  { grep -E "^$1=" "$file" || true; } | tail -n 1 | cut -d= -f2- | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/"
-}
 
 # set_env_value NAME VALUE [FILE]: replace (or append) NAME=VALUE, keeping the file's
 # owner and mode (it is rewritten in place, never recreated).

@@ -2,10 +2,10 @@
 # Restore a backup made by backup.sh (a restic snapshot, or a directory of its parts)
 # into the stack. Verifies every checksum first and refuses a damaged or incomplete
 # backup before touching anything; refuses to overwrite existing data unless --force.
-# The writers are stopped first (nginx, maxcore, the EspoCRM daemon, EspoCRM), so nothing
-# writes into a file that is being replaced; the database is loaded into the running
-# MariaDB, the volumes are unpacked by one-off containers, then the stack is started and
-# waited for.
+# The writers are stopped first (nginx, maxcore and its worker in the two-process layout,
+# the EspoCRM daemon, EspoCRM), so nothing writes into a file that is being replaced; the
+# database is loaded into the running MariaDB, the volumes are unpacked by one-off
+# containers, then the stack is started and waited for.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -101,9 +101,11 @@ if [ "$force" != 1 ] && [ "$DRY_RUN" != 1 ]; then
 fi
 
 # 3. Stop the writers, inbound first: no webhook comes in (Green-API redelivers later),
-#    maxcore drains, the EspoCRM daemon and EspoCRM stop writing files and rows.
-log "stopping nginx, maxcore, espocrm-daemon and espocrm"
-compose stop nginx maxcore espocrm-daemon espocrm
+#    maxcore (and its worker) drains, the EspoCRM daemon and EspoCRM stop writing files and rows.
+writers=(nginx "${MAXCORE_SERVICES[@]}" espocrm-daemon espocrm)
+listed=$(printf ', %s' "${writers[@]:0:${#writers[@]}-1}")
+log "stopping ${listed#, } and ${writers[-1]}"
+compose stop "${writers[@]}"
 stopped_hint() {
   local status=$?
   if [ $status -ne 0 ]; then

@@ -211,6 +211,18 @@ def test_restore_into_an_empty_stack_needs_no_force(stack: Stack) -> None:
     assert snapshot(stack.db) == before
 
 
+def test_in_the_split_layout_restore_stops_the_worker_too(stack: Stack) -> None:
+    with stack.env_file.open("a") as env_file:  # the switch, as .env.production.example has it
+        env_file.write("COMPOSE_FILE=docker-compose.yml:docker-compose.split.yml\n")
+    snapshot_id = stack.backup()  # the web process's volume is the worker's: nothing changes
+    result = stack.run("restore.sh", "--force", snapshot_id)
+    assert result.returncode == 0, result.stderr
+    assert "stopping nginx, maxcore, maxcore-worker, espocrm-daemon and espocrm" in result.stderr
+    calls = stack.calls()
+    assert "stop nginx maxcore maxcore-worker espocrm-daemon espocrm" in calls
+    assert calls[-1] == "up -d --no-build --wait"
+
+
 def test_restore_from_the_off_site_copy(stack: Stack) -> None:
     before = snapshot(stack.db)
     snapshot_id = stack.backup()

@@ -9,6 +9,9 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from .conftest import DEPLOY, REPO, require_binary
 from .docker_engine import compose_binary
 
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+SPLIT_FILE = DEPLOY / "docker-compose.split.yml"
 FAKE_COMPOSE = Path(__file__).parent / "bin" / "fake-compose"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|API_KEY", re.I)
 
@@ -32,20 +36,40 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``docker compose config`` (the real Compose v2, no engine needed) on the example env."""
-    tmp = tmp_path_factory.mktemp("compose-config")
+def compose_config(tmp: Path, *files: Path, env_extra: str = "") -> dict[str, Any]:
+    """``docker compose config`` (the real Compose v2, no engine needed) on the example env,
+    run in deploy/ as an operator would; no ``files``: the ones COMPOSE_FILE names."""
     env_file = tmp / "env.production"
-    env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1"))
+    env_file.write_text((DEPLOY / ".env.production.example").read_text().replace("CHANGE_ME", "x1")
+                        + env_extra)
     (tmp / "maxcore.env").write_text((DEPLOY / "maxcore.env.example").read_text())
+    file_args = [arg for file in files for arg in ("-f", str(file))]
     result = subprocess.run(
-        [str(compose_binary()), "--project-directory", str(DEPLOY), "-f", str(COMPOSE_FILE),
-         "--env-file", str(env_file), "config", "--format", "json"],
+        [str(compose_binary()), *file_args, "--env-file", str(env_file), "config", "--format", "json"],
         env={"PATH": os.environ["PATH"], "MAXCORE_ENV_FILE": str(tmp / "maxcore.env")},
-        capture_output=True, text=True, timeout=60, check=False)
+        cwd=DEPLOY, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return compose_config(tmp_path_factory.mktemp("compose-config"), COMPOSE_FILE)
+
+
+def split_switch() -> str:
+    """The two-process layout's line, as .env.production.example documents it (commented)."""
+    example = (DEPLOY / ".env.production.example").read_text()
+    found = re.findall(r"^# (COMPOSE_FILE=\S+)$", example, re.M)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The split layout as a hand-run ``docker compose --env-file .env.production`` in
+    deploy/ resolves it: the documented COMPOSE_FILE line selects both files."""
+    return compose_config(tmp_path_factory.mktemp("compose-split"), env_extra=f"\n{split_switch()}\n")
 
 
 def compose_schema() -> dict[str, Any]:
@@ -158,6 +182,25 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert "--constraint constraints.txt" in (DEPLOY / "maxcore" / "Dockerfile").read_text()
 
 
+def test_constraints_pin_every_dependency_of_the_image() -> None:
+    """The image installs with --no-index from the constraints' wheels in the stack test,
+    and pinned everywhere: a dependency added to a pyproject.toml needs its line here."""
+    pins = {canonical(line.split("==")[0]) for line in
+            (DEPLOY / "maxcore" / "constraints.txt").read_text().splitlines()
+            if line and not line.startswith("#")}
+    missing = set()
+    for pyproject in [REPO / "pyproject.toml", *sorted((REPO / "plugins").glob("*/pyproject.toml"))]:
+        for requirement in tomllib.loads(pyproject.read_text())["project"].get("dependencies", []):
+            name = canonical(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
+            if not name.startswith("maxcore") and name not in pins:
+                missing.add(f"{name} ({pyproject.relative_to(REPO)})")
+    assert not missing, sorted(missing)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def test_no_secret_values_in_compose_or_examples(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         assert svc.get("env_file") in ("${MAXCORE_ENV_FILE:-maxcore.env}", None), name
@@ -189,6 +232,143 @@ def test_maxcore_runs_as_non_root_with_ca_certificates(compose: dict[str, Any]) 
     assert re.search(r"^HEALTHCHECK .*\n.*api/health", dockerfile, re.M)
     assert dockerfile.count("FROM ") >= 2  # multi-stage
     assert "EXPOSE 3005" in dockerfile
+
+
+def image_cmd() -> list[str]:
+    found = re.search(r"^CMD (\[.*\])$", (DEPLOY / "maxcore" / "Dockerfile").read_text(), re.M)
+    assert found, "the maxcore Dockerfile has no exec-form CMD"
+    return list(json.loads(found.group(1)))
+
+
+# What the worker shares with maxcore: the same process, hardened the same way, on the
+# same config, data and secrets.
+SHARED_WITH_WORKER = ("image", "environment", "volumes", "user", "read_only", "tmpfs", "cap_drop",
+                      "security_opt", "init", "stop_grace_period", "restart", "networks", "logging")
+
+
+def test_split_layout_runs_a_web_and_a_worker_on_the_same_data(
+    split: dict[str, Any], resolved: dict[str, Any]
+) -> None:
+    services, single = split["services"], resolved["services"]
+    assert set(services) == set(single) | {"maxcore-worker"}
+    web, worker = services["maxcore"], services["maxcore-worker"]
+    # The image's own command, with the role: nothing else of it changes.
+    assert single["maxcore"].get("command") is None and single["maxcore"].get("entrypoint") is None
+    assert web["command"] == [*image_cmd(), "--role", "web"]
+    assert worker["command"] == [*image_cmd(), "--role", "worker"]
+    assert web.get("entrypoint") is None and worker.get("entrypoint") is None
+    # The web process keeps everything the single layout has: port, healthcheck, hardening.
+    assert {k: v for k, v in web.items() if k != "command"} == {
+        k: v for k, v in single["maxcore"].items() if k != "command"}
+    for key in SHARED_WITH_WORKER:
+        assert worker[key] == web[key], key
+    assert any(v["source"] == "maxcore-data" and v["target"] == "/data" for v in worker["volumes"])
+    assert any(v["target"] == "/config" and v["read_only"] for v in worker["volumes"])
+    assert worker["user"] == "10001:10001" and worker["read_only"] is True and worker["init"] is True
+    assert worker["cap_drop"] == ["ALL"] and worker["security_opt"] == ["no-new-privileges:true"]
+    # No HTTP: nothing published or exposed; only nginx publishes, as in the single layout.
+    assert "ports" not in worker and "expose" not in worker
+    assert {name for name, svc in services.items() if svc.get("ports")} == {"nginx"}
+    # maxcore's image, never built a second time nor pulled (it exists in no registry).
+    assert "build" not in worker and worker["pull_policy"] == "never"
+    # Started once the web process is healthy (so the `--role all` process it replaces
+    # has stopped) and EspoCRM, which it calls.
+    assert {name: dep["condition"] for name, dep in worker["depends_on"].items()} == {
+        "maxcore": "service_healthy", "espocrm": "service_healthy"}
+    assert not worker["depends_on"]["maxcore"].get("restart")
+    check = " ".join(worker["healthcheck"]["test"])
+    assert worker["healthcheck"]["test"][0] == "CMD" and "/data/maxcore-worker.pid" in check
+    assert "api/health" not in check and worker["healthcheck"]["interval"]
+    # The secrets are maxcore's: the worker holds exactly what the web process holds.
+    assert "MARIADB_ROOT_PASSWORD" not in worker["environment"]
+
+
+def test_split_layout_is_the_one_documented_line(tmp_path: Path) -> None:
+    """The switch names the two files; both, given as -f, resolve to the same project."""
+    switch = split_switch()
+    assert switch == f"COMPOSE_FILE={COMPOSE_FILE.name}:{SPLIT_FILE.name}"
+    by_files = compose_config(tmp_path, COMPOSE_FILE, SPLIT_FILE)
+    by_switch = compose_config(tmp_path / "..", env_extra=f"\n{switch}\n")
+    assert by_files["services"] == by_switch["services"]
+
+
+def lib_layout(tmp_path: Path, env_line: str = "", **extra: str) -> subprocess.CompletedProcess[str]:
+    """What lib.sh makes of the layout switch: its default COMPOSE and MAXCORE_SERVICES."""
+    env_file = tmp_path / "env.production"
+    env_file.write_text(f"API_HOST=api.test\n{env_line}\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("COMPOSE", "COMPOSE_FILE")}
+    script = f'source {DEPLOY / "scripts" / "lib.sh"}; echo "$COMPOSE"; echo "${{MAXCORE_SERVICES[*]}}"'
+    return subprocess.run(["bash", "-c", script], env={**env, "ENV_FILE": str(env_file), **extra},
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_deploy_scripts_follow_the_layout_switch(tmp_path: Path) -> None:
+    single = lib_layout(tmp_path)
+    assert single.returncode == 0, single.stderr
+    assert single.stdout.splitlines() == [
+        f"docker compose --project-directory {DEPLOY} -f {COMPOSE_FILE} --env-file {tmp_path}/env.production",
+        "maxcore"]
+    split = lib_layout(tmp_path, split_switch())
+    assert split.returncode == 0, split.stderr
+    compose_line, services = split.stdout.splitlines()
+    assert f" -f {COMPOSE_FILE} -f {SPLIT_FILE} --env-file " in compose_line
+    assert services == "maxcore maxcore-worker"
+    # The environment wins over the file, as it does for Compose itself.
+    overridden = lib_layout(tmp_path, split_switch(), COMPOSE_FILE=COMPOSE_FILE.name)
+    assert overridden.stdout.splitlines()[1] == "maxcore"
+    missing = lib_layout(tmp_path, "COMPOSE_FILE=docker-compose.yml:docker-compose.spilt.yml")
+    assert missing.returncode == 1 and "docker-compose.spilt.yml, which does not exist" in missing.stderr
+
+
+@pytest.mark.slow
+def test_worker_healthcheck_fails_once_the_worker_is_gone(tmp_path: Path) -> None:
+    """The split file's healthcheck script, run here against a real ``--role worker``."""
+    split_text = SPLIT_FILE.read_text().replace("!reset", "")  # Compose's merge tag
+    test = yaml.safe_load(split_text)["services"]["maxcore-worker"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    data = tmp_path / "data"
+    check = test[3].replace("/data/", f"{data}/")
+
+    def healthy() -> bool:
+        return subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=30,
+                              check=False).returncode == 0
+
+    config = tmp_path / "config"
+    (config / "tenants").mkdir(parents=True)
+    (config / "maxcore.yaml").write_text(f"data_dir: {data}\n")
+    (config / "tenants" / "acme.yaml").write_text(
+        "tenant: acme\nchannel:\n  type: greenapi\n  instance_id: 7105000001\n"
+        "  api_token: health-api-token-0123456789abcdef\n"
+        "  webhook_token: health-webhook-token-0123456789abcdef\n  api_url: http://127.0.0.1:9\n"
+        "assistant: {language: fr}\n")
+    assert not healthy()  # not started: no pid file
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "maxcore", "serve", "--config", str(config), "--role", "worker"],
+            env={**os.environ, "MAXCORE_LOAD_PLUGINS": "greenapi"}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (data / "maxcore-worker.pid").exists():
+            log_text = (tmp_path / "worker.log").read_text()
+            assert worker.poll() is None and time.monotonic() < deadline, log_text
+            time.sleep(0.05)
+        assert healthy()
+    finally:
+        worker.kill()  # as the OOM killer would: the pid file stays behind
+        worker.wait(30)
+    assert (data / "maxcore-worker.pid").exists() and not healthy()
+    # A later process under the file's pid (a new container reuses pid numbers) is not the
+    # worker that wrote it.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "serve", "--role",
+                           "worker"]) as later:
+        try:
+            (data / "maxcore-worker.pid").write_text(str(later.pid))
+            os.utime(data / "maxcore-worker.pid", (time.time() - 60, time.time() - 60))
+            assert not healthy()
+            os.utime(data / "maxcore-worker.pid")
+            assert healthy()  # the same file written after it started: that one is alive
+        finally:
+            later.kill()
 
 
 def test_espocrm_custom_folder_is_never_mounted_read_only(compose: dict[str, Any]) -> None:
@@ -324,3 +504,14 @@ def test_deploy_applies_the_supabase_migrations_in_order(tmp_path: Path) -> None
 def test_a_locally_built_image_change_leaves_a_rollback_target(tmp_path: Path) -> None:
     result, _ = run_deploy(tmp_path, "--rollback", DOCKER="false")
     assert result.returncode == 1 and "nothing to roll back to" in result.stderr
+
+
+def test_rollback_in_the_split_layout_recreates_the_worker_too(tmp_path: Path) -> None:
+    env = deploy_env(tmp_path)
+    with Path(env["ENV_FILE"]).open("a") as env_file:
+        env_file.write(f"{split_switch()}\n")
+    result = subprocess.run(["bash", str(DEPLOY / "scripts" / "deploy.sh"), "--rollback"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert "up -d --no-build --no-deps --wait --wait-timeout 300 maxcore maxcore-worker" in calls

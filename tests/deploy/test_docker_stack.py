@@ -6,7 +6,9 @@ emulator on the host's bridge address. ``deploy.sh`` runs for real: the first de
 creates the EspoCRM API user itself; a webhook goes through nginx TLS → maxcore →
 EspoCRM → a WhatsApp reply; an update recreates maxcore while webhooks keep flowing
 (503 + Retry-After at worst, never 502; health back within 10 s); ``backup.sh`` under
-load; ``restore.sh``; ``deploy.sh --rollback``. The tests run in file order on one stack.
+load; ``restore.sh``; ``deploy.sh --rollback``; then the same stack switched to the
+two-process layout (docker-compose.split.yml): the web process accepts, the worker
+answers. The tests run in file order on one stack.
 """
 
 from __future__ import annotations
@@ -100,15 +102,36 @@ class Stack:
     greenapi: GreenApiEmulator
     wheels: WheelServer
     release: int = 1
+    split: bool = False  # the two-process layout (docker-compose.split.yml)
 
     @property
     def env_file(self) -> Path:
         return self.root / "env.production"
 
     def compose_cmd(self) -> str:
+        split = f"-f {DEPLOY / 'docker-compose.split.yml'} " if self.split else ""
         return (f"docker compose -p {PROJECT} --project-directory {DEPLOY} "
-                f"-f {DEPLOY / 'docker-compose.yml'} -f {self.root / 'override.yml'} "
+                f"-f {DEPLOY / 'docker-compose.yml'} {split}-f {self.root / 'override.yml'} "
                 f"--env-file {self.env_file}")
+
+    def use_split_layout(self) -> None:
+        """The switch as an operator sets it (what the scripts read), and its files here."""
+        with self.env_file.open("a") as env_file:
+            env_file.write("\nCOMPOSE_FILE=docker-compose.yml:docker-compose.split.yml\n")
+        self.split = True
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service).stdout.strip()
+
+    def log_records(self, service: str) -> list[dict[str, Any]]:
+        """The service's JSON log records (maxcore logs one JSON object per line)."""
+        records = []
+        for line in self.compose("logs", "--no-color", "--no-log-prefix", service).stdout.splitlines():
+            try:
+                records.append(dict(json.loads(line)))
+            except ValueError:
+                continue  # the text lines written before the configuration was read
+        return records
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**self.engine.env, "COMPOSE": self.compose_cmd(), "ENV_FILE": str(self.env_file),
@@ -414,3 +437,40 @@ def test_rollback_runs_the_previous_image_again(stack: Stack) -> None:
     after = stack.compose("images", "-q", "maxcore").stdout.split()[0]
     assert after != current
     assert stack.engine.image_label("maxcore-app:local", "maxcore.test.release") == "1"
+
+
+async def test_split_layout_web_accepts_and_the_worker_answers(stack: Stack) -> None:
+    """The same stack switched to two processes: its images are built, so only maxcore is
+    recreated (as `--role web`) and maxcore-worker added; the worker does the processing."""
+    others = {service: stack.container(service) for service in ("espocrm", "espocrm-daemon", "mariadb",
+                                                                   "nginx")}
+    web_before = stack.container("maxcore")
+    stack.use_split_layout()
+    stack.compose("up", "-d", "--no-build", "--remove-orphans", "--wait", "--wait-timeout", "180",
+                  timeout=300)
+    assert stack.container("maxcore") != web_before
+    assert {service: stack.container(service) for service in others} == others
+    web, worker = stack.container("maxcore"), stack.container("maxcore-worker")
+    inspect = stack.engine.docker("inspect", "-f", "{{json .Config.Cmd}} {{.State.Health.Status}}", web,
+                                  worker).stdout.splitlines()
+    assert inspect == [
+        '["maxcore","serve","--config","/config","--log-format","json","--role","web"] healthy',
+        '["maxcore","serve","--config","/config","--log-format","json","--role","worker"] healthy']
+
+    chat, message_id = "33677777777@c.us", "SPLIT" + uuid.uuid4().hex[:15].upper()
+    async with stack.client() as client:
+        assert await post_webhook(client, webhook(chat, "Bonjour, deux processus", message_id)) == 200
+    await wait_until(lambda: replied(stack, [chat]), 60, "the reply from the worker")
+
+    def records(service: str) -> list[str]:
+        return [str(r.get("message")) for r in stack.log_records(service)
+                if message_id in str(r.get("message_id"))]
+
+    # "reply sent" is logged once Green-API has answered: wait for the line, not the send.
+    await wait_until(lambda: any("[PIPELINE] reply sent" in m for m in records("maxcore-worker")), 30,
+                     "the worker's 'reply sent' line")
+    web_lines = records("maxcore")
+    assert any("[PIPELINE] message accepted" in m for m in web_lines), web_lines
+    assert not any("[PIPELINE] reply sent" in m for m in web_lines), web_lines
+    health = stack.engine.docker("inspect", "-f", "{{.State.Health.Status}}", worker).stdout.strip()
+    assert health == "healthy"
