@@ -32,6 +32,9 @@ GENERIC_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)bearer\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,})"),
     re.compile(r"(?i)(?:api[_-]?key|token|secret|password)=(?P<secret>[^&\s\"']+)"),
 )
+# A text each generic pattern needs (in the lowered line) to match at all: most lines
+# hold neither, and two case-insensitive scans were a sixth of a log line's cost.
+_NEEDLES: dict[re.Pattern[str], str] = {GENERIC_PATTERNS[0]: "bearer", GENERIC_PATTERNS[1]: "="}
 
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
@@ -137,7 +140,14 @@ class Redactor:
                 last = end
             parts.append(text[last:])
             text = "".join(parts)
+        lowered: str | None = None
         for pattern in self._patterns:
+            needle = _NEEDLES.get(pattern)
+            if needle is not None:
+                if lowered is None:
+                    lowered = text.lower()
+                if needle not in lowered:
+                    continue
             text = pattern.sub(_hide_secret, text)
         return text
 

@@ -113,6 +113,11 @@ def clean_tree(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
+# One decoder for every body (json.loads with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float,
+                            parse_constant=_no_constant)
+
+
 def decode_json(body: bytes | str) -> Any:
     """Decode a JSON document within the bounds above, surrogates replaced.
 
@@ -120,11 +125,16 @@ def decode_json(body: bytes | str) -> Any:
     ``UnicodeDecodeError`` for a document that is not JSON at all.
     """
     try:
-        data = json.loads(body, parse_int=_parse_int, parse_float=_parse_float,
-                          parse_constant=_no_constant)
+        # Bytes decoded as json.loads does: the encoding from the first bytes, lone
+        # surrogates let through (replaced below).
+        text = body if isinstance(body, str) else (
+            bytes(body).decode(json.detect_encoding(body), "surrogatepass"))
+        data = _DECODER.decode(text)
     except RecursionError:
         # The decoder recurses per level: past the interpreter's limit it says so here.
         raise BodyRejected(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if text.isascii() and "\\u" not in text and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return data  # no string can hold a surrogate, no nesting can pass the bound
     return clean_tree(data)
 
 

@@ -47,13 +47,29 @@ def without_annotations(schema: Any) -> Any:
     return schema
 
 
+# Cleaned schemas by the identity of the parameters dict they came from: a tenant's
+# tools are built once, so the walk runs once per tool, not on every completion.
+_CLEANED: dict[int, tuple[Any, Any]] = {}
+_CLEANED_MAX = 4096
+
+
+def _cleaned(parameters: dict[str, Any]) -> Any:
+    cached = _CLEANED.get(id(parameters))
+    if cached is not None and cached[0] is parameters:
+        return cached[1]
+    if len(_CLEANED) >= _CLEANED_MAX:
+        _CLEANED.clear()
+    cleaned = without_annotations(parameters)
+    _CLEANED[id(parameters)] = (parameters, cleaned)
+    return cleaned
+
+
 def tool_of(spec: ToolSpec) -> dict[str, Any]:
     # No ``strict``: local servers ignore it and the core validates arguments itself.
-    parameters = spec.parameters or {"type": "object", "properties": {}}
+    parameters = _cleaned(spec.parameters) if spec.parameters else {"type": "object", "properties": {}}
     return {
         "type": "function",
-        "function": {"name": spec.name, "description": spec.description,
-                     "parameters": without_annotations(parameters)},
+        "function": {"name": spec.name, "description": spec.description, "parameters": parameters},
     }
 
 
