@@ -19,7 +19,7 @@ maxcore's nor serialised on one interpreter lock with the load generator):
   message done), achieved/bound; webhook ack latency p50/p99 during the burst next to
   the same webhooks acknowledged by an idle server (duplicates, before the burst).
 - ``offline-webchat``: the demo tenant's parts (webchat, SQLite CRM and memory, offline
-  model): 400 lead messages over 100 chats.
+  model): 400 lead messages over 100 chats (``--chats``, ``--per-chat``).
 - ``offline-greenapi``: the same through the Green-API webhook, one ``sendMessage`` per
   reply to the emulator (no added latency).
 
@@ -267,7 +267,7 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
 
 async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"maxcore-bench-{channel}-"))
-    chats, per_chat = 100, 4
+    chats, per_chat = args.chats, args.per_chat
     n = chats * per_chat
     upstream = Upstream("greenapi", 0, root) if channel == "greenapi" else None
     tenant = greenapi_tenant({"greenapi": upstream.url}) if upstream else WEBCHAT_TENANT
@@ -316,6 +316,8 @@ def main() -> None:
     parser.add_argument("--llm-ms", type=float, default=800)
     parser.add_argument("--crm-ms", type=float, default=40)
     parser.add_argument("--send-ms", type=float, default=40)
+    parser.add_argument("--chats", type=int, default=100, help="offline scenarios: chats")
+    parser.add_argument("--per-chat", type=int, default=4, help="offline scenarios: messages per chat")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
     print(f"pipeline bench on {os.cpu_count()} cores")
