@@ -248,7 +248,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
         diagnose=False,
     )
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
-    for name in ("httpx", "httpcore", "hpack", "h2", "h11", "asyncio"):
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2", "aiohttp", "hpack", "h2", "h11", "asyncio"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("hypercorn.error", "hypercorn.access"):
         logging.getLogger(name).handlers = [InterceptHandler()]
