@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # SQLite creates a database's -wal, -shm and -journal files with the database file's
 # own permissions, so a private main file keeps its companions private too.
@@ -40,3 +43,16 @@ def connect_private(path: Path, **kwargs: Any) -> sqlite3.Connection:
     """``sqlite3.connect`` to a database file that only its owner can read (0600)."""
     create_private_file(path)
     return sqlite3.connect(path, **kwargs)
+
+
+def in_write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back if it raises
+    (the write lock is taken first, so a busy database waits here, not mid-way)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .durable_inbox import InboxUnavailable, connect
+from .files import in_write_transaction
 from .journal import DONE, OutboxRow, StepRecord, pseudonymise
 from .types import AuditEntry, InboundMessage, hash_chat_id
 
@@ -87,14 +88,7 @@ class SqliteJournalStore:
     def _direct(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = connect(self._path)  # type: ignore[arg-type]  # checked by _run
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return in_write_transaction(conn, fn)
         finally:
             conn.close()
 

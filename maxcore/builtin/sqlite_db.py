@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..connectors import ConnectorBase, ConnectorContext
-from ..files import connect_private
+from ..files import connect_private, in_write_transaction
 from ..types import Health
 
 T = TypeVar("T")
@@ -127,18 +127,7 @@ class SqliteDB:
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` inside BEGIN IMMEDIATE ... COMMIT (rolled back on error)."""
-
-        def wrapped(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await self.run(wrapped)
+        return await self.run(lambda conn: in_write_transaction(conn, fn))
 
     async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return await self.run(lambda conn: conn.execute(sql, params).fetchall())
