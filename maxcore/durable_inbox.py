@@ -108,11 +108,16 @@ def decode_message(payload: str) -> InboundMessage:
     return InboundMessage(**data, media=Media(**media) if media else None)
 
 
+# How long a write waits for another process's write lock before it fails.
+BUSY_TIMEOUT_MS = 10_000
+
+
 def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) on the WAL database."""
-    conn = connect_private(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn = connect_private(path, check_same_thread=False, isolation_level=None,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Two processes (`--role web` and `--role worker`) may create the file at once:
     # switching it to WAL takes an exclusive lock that SQLite refuses at once, without
     # waiting on the busy timeout, when the other connection holds it. Try again.
@@ -166,6 +171,12 @@ class GroupCommitter:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        # The loop never waits on another process's write lock (a --role web/worker
+        # pair, a `maxcore inbox` command): BEGIN fails at once and the wait, up to the
+        # usual busy timeout, happens in a worker thread (_begin_waiting).
+        conn.execute("PRAGMA busy_timeout=0")
+        self._waiting: asyncio.Future[None] | None = None
+        self._batch: Sequence[_Op] = ()
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -185,11 +196,33 @@ class GroupCommitter:
         self._wake.set()
         return await future
 
+    async def _begin(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            # Shielded and remembered: close() waits for it (closing the connection
+            # under a running statement crashes the process).
+            self._waiting = asyncio.ensure_future(asyncio.to_thread(self._begin_waiting))
+            try:
+                await asyncio.shield(self._waiting)
+            finally:
+                if self._waiting.done():
+                    self._waiting = None
+
+    def _begin_waiting(self) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        finally:
+            self._conn.execute("PRAGMA busy_timeout=0")
+
     def _apply(self, batch: Sequence[_Op]) -> list[tuple[bool, Any]]:
-        """Run ``batch`` in one transaction, each operation in its own savepoint: one that
-        fails is rolled back alone and reported to its caller; its neighbours commit."""
+        """Run ``batch`` in the transaction :meth:`_begin` opened, each operation in its
+        own savepoint: one that fails is rolled back alone and reported to its caller;
+        its neighbours commit."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
         outcomes: list[tuple[bool, Any]] = []
         try:
             for op in batch:
@@ -213,9 +246,11 @@ class GroupCommitter:
             self._wake.clear()
             while self._ops:
                 batch, self._ops = self._ops, []
+                self._batch = batch
                 self.batches += 1
                 self.largest_batch = max(self.largest_batch, len(batch))
                 try:
+                    await self._begin()
                     outcomes = self._apply(batch)
                 except Exception as exc:  # noqa: BLE001 - the commit itself failed: nothing stored
                     logger.opt(exception=exc).error(
@@ -257,7 +292,12 @@ class GroupCommitter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        for op in self._ops:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:  # a batch was waiting for the lock: nothing of it ran
+            await asyncio.gather(waiting, return_exceptions=True)
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        for op in (*self._batch, *self._ops):
             if not op.future.done():
                 op.future.set_exception(InboxUnavailable("the inbox is closed"))
         self._ops = []

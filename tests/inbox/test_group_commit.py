@@ -1,0 +1,74 @@
+"""The group committer runs batches on the event loop's thread, and never makes the loop
+wait for another process's write lock: that wait happens in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+from maxcore.durable_inbox import GroupCommitter, connect
+
+
+def table(path: Path) -> sqlite3.Connection:
+    conn = connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+    return conn
+
+
+async def test_many_writers_share_few_commits_and_each_gets_its_result(tmp_path: Path) -> None:
+    committer = GroupCommitter(table(tmp_path / "inbox.sqlite3"))
+    committer.start()
+    try:
+        results = await asyncio.gather(*(
+            committer.write(lambda conn, n=n: conn.execute("INSERT INTO t VALUES (?)", (n,)).lastrowid)
+            for n in range(300)))
+        assert sorted(results) == list(range(1, 301))
+        assert committer.batches < 30 and committer.largest_batch > 10
+    finally:
+        await committer.close()
+    with sqlite3.connect(tmp_path / "inbox.sqlite3") as check:
+        assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 300
+
+
+async def test_another_process_lock_is_waited_for_off_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    committer = GroupCommitter(table(path))
+    committer.start()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        write = asyncio.ensure_future(committer.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)")))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not write.done()
+        released = threading.Timer(0.05, lambda: other.execute("COMMIT"))
+        released.start()
+        await asyncio.wait_for(write, 10)
+        released.join()
+    finally:
+        await committer.close()
+        other.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+
+
+async def test_closing_while_a_batch_waits_for_the_lock_fails_it_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    committer = GroupCommitter(table(path))
+    committer.start()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    write = asyncio.ensure_future(committer.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)")))
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(committer.close())
+    await asyncio.sleep(0.05)
+    other.execute("COMMIT")  # the waiting BEGIN gets the lock, then is rolled back by close()
+    await asyncio.wait_for(closing, 15)
+    other.close()
+    assert write.done() and write.exception() is not None
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
