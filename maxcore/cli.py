@@ -308,6 +308,35 @@ def reload(config_dir: Path) -> None:
     except (OSError, ValueError):
         fail(f"no running server found (pid file {pid_path})")
     click.secho(f"✓ reload requested (pid {pid}); the server log says when it is done", fg="green")
+    _reload_worker(loaded.data_dir / "maxcore-worker.pid")
+
+
+def _reload_worker(pid_path: Path) -> None:
+    """SIGHUP the ``--role worker`` process too, if this machine sees it.
+
+    Only a process whose command line is a maxcore worker is signalled: in a compose
+    stack the worker runs in another container, where its pid number names some other
+    process (or none) of this one.
+    """
+    try:
+        pid = int(pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return  # no worker process beside the server
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        command = []
+    if b"serve" in command and b"worker" in command:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            pass
+        else:
+            click.secho(f"✓ reload requested from the worker too (pid {pid})", fg="green")
+            return
+    click.secho(f"! a worker process wrote {pid_path}, but pid {pid} is not a maxcore worker here "
+                "(another container?): send it SIGHUP yourself, e.g. "
+                "`docker compose kill -s HUP maxcore-worker`", fg="yellow")
 
 
 def main() -> None:

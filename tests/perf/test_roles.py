@@ -86,6 +86,13 @@ def test_a_message_flows_from_the_web_process_to_the_worker_process(tmp_path: Pa
         web_log, worker_log = logs["web"].read_text(), logs["worker"].read_text()
         assert "[PIPELINE] message accepted" in web_log and "[PIPELINE] reply sent" not in web_log
         assert "[PIPELINE] reply sent" in worker_log and "[GREENAPI_SEND]" in worker_log
+        # `maxcore reload` reaches both processes (the worker's pid file names a worker).
+        reload = subprocess.run([*MAXCORE, "reload", "--config", str(config)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert reload.returncode == 0, reload.stderr
+        assert "reload requested from the worker too" in reload.stdout
+        for role in ("web", "worker"):
+            wait_for(lambda role=role: "configuration reloaded" in logs[role].read_text())
     finally:
         for process in processes.values():
             process.send_signal(signal.SIGTERM)
@@ -94,3 +101,22 @@ def test_a_message_flows_from_the_web_process_to_the_worker_process(tmp_path: Pa
         upstream.stop()
     assert all(process.returncode == 0 for process in processes.values()), (
         logs["web"].read_text()[-2000:], logs["worker"].read_text()[-2000:])
+
+
+def test_reload_names_a_worker_it_cannot_see(tmp_path: Path) -> None:
+    """A pid file whose pid is not a maxcore worker here (another container): not signalled."""
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "maxcore.pid").write_text(f"{os.getpid()}\n")  # stands for the web process
+    (data / "maxcore-worker.pid").write_text(f"{os.getpid()}\n")  # pytest: not a worker
+    previous = signal.signal(signal.SIGHUP, lambda *_: None)
+    try:
+        reload = subprocess.run([*MAXCORE, "reload", "--config", str(config)],
+                                env={**os.environ, "MAXCORE_LOAD_PLUGINS": "greenapi"},
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert reload.returncode == 0, reload.stderr
+    assert "is not a maxcore worker here" in reload.stdout
+    assert "docker compose kill -s HUP maxcore-worker" in reload.stdout
