@@ -18,6 +18,7 @@ maxcore's nor serialised on one interpreter lock with the load generator):
   messages, times their latency); achieved = messages / (first webhook sent → last
   message done), achieved/bound; webhook ack latency p50/p99 during the burst next to
   the same webhooks acknowledged by an idle server (duplicates, before the burst).
+  ``--split`` runs it on a ``--role web`` and a ``--role worker`` process (CPU of both).
 - ``offline-webchat``: the demo tenant's parts (webchat, SQLite CRM and memory, offline
   model): 400 lead messages over 100 chats (``--chats``, ``--per-chat``).
 - ``offline-greenapi``: the same through the Green-API webhook, one ``sendMessage`` per
@@ -151,19 +152,50 @@ WEBCHAT_TENANT = textwrap.dedent("""
 """)
 
 
-def start_server(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(root: Path, config: Path, role: str = "all") -> tuple[subprocess.Popen[bytes], int]:
+    """``maxcore serve --role role``; the port it serves (0 for a worker, which serves none)."""
     env = {**os.environ, "MAXCORE_LOAD_PLUGINS": "greenapi,espocrm,openai"}
-    with (root / "serve.log").open("wb") as log:
-        process = subprocess.Popen([MAXCORE, "serve", "--config", str(config), "--port", "0"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    with (root / f"serve-{role}.log").open("wb") as log:
+        process = subprocess.Popen([MAXCORE, "serve", "--config", str(config), "--port", "0",
+                                    "--role", role], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        port = served_port(root / "data")
-        if port:
+        if role == "worker":
+            if (root / "data" / "maxcore-worker.pid").exists():
+                return process, 0
+        elif port := served_port(root / "data"):
             return process, port
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"maxcore serve did not start: {(root / 'serve.log').read_text()}")
+    raise RuntimeError(f"maxcore serve did not start: {(root / f'serve-{role}.log').read_text()}")
+
+
+class Servers:
+    """One ``--role all`` process, or a ``--role web`` and a ``--role worker`` pair."""
+
+    def __init__(self, root: Path, config: Path, split: bool) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.port = 0
+        for role in (("web", "worker") if split else ("all",)):
+            process, port = start_server(root, config, role)
+            self.processes.append(process)
+            self.port = self.port or port
+
+    @property
+    def web_pid(self) -> int:
+        return self.processes[0].pid
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(process.pid) for process in self.processes)
+
+    def rss(self) -> float:
+        return sum(rss_mb(process.pid) for process in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(60)
 
 
 def done_count(root: Path) -> int:
@@ -218,7 +250,8 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
                  "espocrm": Upstream("espocrm", args.crm_ms, root),
                  "openai": Upstream("openai", args.llm_ms, root)}
     config = write_config(root, workers, greenapi_tenant({k: u.url for k, u in upstreams.items()}))
-    process, port = await asyncio.to_thread(start_server, root, config)
+    servers = await asyncio.to_thread(Servers, root, config, args.split)
+    port = servers.port
     n = args.conversations
     try:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -230,19 +263,18 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
             await post_all(client, [warm], 1)
             await wait_done(root, 1, 60)
             idle_acks = await post_all(client, [warm] * 200, 8)
-            floor = await health_floor(client, process.pid)
+            floor = await health_floor(client, servers.web_pid)
             before = {kind: upstream.stats() for kind, upstream in upstreams.items()}
-            cpu_before = cpu_seconds(process.pid)
+            cpu_before = servers.cpu()
             started = time.perf_counter()
             acks = await post_all(client, greenapi_requests(n, n), 64)
             await wait_done(root, n + 1, args.timeout)
             elapsed = time.perf_counter() - started
-            cpu = cpu_seconds(process.pid) - cpu_before
-            rss = rss_mb(process.pid)
+            cpu = servers.cpu() - cpu_before
+            rss = servers.rss()
             after = {kind: upstream.stats() for kind, upstream in upstreams.items()}
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 60)
+        await asyncio.to_thread(servers.stop)
         for upstream in upstreams.values():
             upstream.stop()
     calls = {kind: (after[kind]["calls"] - before[kind]["calls"]) / n for kind in upstreams}
@@ -251,7 +283,7 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
     bound = min(workers, n) / per_message
     achieved = n / elapsed
     return {
-        "scenario": "upstreams", "workers": workers, "messages": n,
+        "scenario": "upstreams", "workers": workers, "split": args.split, "messages": n,
         "latency_per_message_s": round(per_message, 3),
         "calls_per_message": {"llm": calls["openai"], "crm": calls["espocrm"], "send": calls["greenapi"]},
         "bound_msg_s": round(bound, 1), "achieved_msg_s": round(achieved, 1),
@@ -316,6 +348,8 @@ def main() -> None:
     parser.add_argument("--llm-ms", type=float, default=800)
     parser.add_argument("--crm-ms", type=float, default=40)
     parser.add_argument("--send-ms", type=float, default=40)
+    parser.add_argument("--split", action="store_true",
+                        help="upstreams: --role web and --role worker processes (CPU of both)")
     parser.add_argument("--chats", type=int, default=100, help="offline scenarios: chats")
     parser.add_argument("--per-chat", type=int, default=4, help="offline scenarios: messages per chat")
     parser.add_argument("--timeout", type=float, default=900)
@@ -335,7 +369,8 @@ def main() -> None:
         for workers in (int(w) for w in args.workers.split(",")):
             result = asyncio.run(run_upstreams(args, workers))
             print(json.dumps(result))
-            print(f"W={workers}: achieved {result['achieved_msg_s']} msg/s vs bound {result['bound_msg_s']} "
+            layout = " (web + worker)" if args.split else ""
+            print(f"W={workers}{layout}: achieved {result['achieved_msg_s']} msg/s vs bound {result['bound_msg_s']} "
                   f"= {result['achieved_over_bound']:.2f}; CPU {result['cpu_ms_per_message']} ms/message "
                   f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request); "
                   f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms)")

@@ -110,6 +110,7 @@ def decode_message(payload: str) -> InboundMessage:
 
 # How long a write waits for another process's write lock before it fails.
 BUSY_TIMEOUT_MS = 10_000
+LOCK_RETRY_S = 0.001  # how often a group commit tries again for another process's lock
 
 
 def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
@@ -171,11 +172,9 @@ class GroupCommitter:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        # The loop never waits on another process's write lock (a --role web/worker
-        # pair, a `maxcore inbox` command): BEGIN fails at once and the wait, up to the
-        # usual busy timeout, happens in a worker thread (_begin_waiting).
+        # The loop never blocks on another process's write lock (a --role web/worker
+        # pair, a `maxcore inbox` command): BEGIN fails at once and _begin tries again.
         conn.execute("PRAGMA busy_timeout=0")
-        self._waiting: asyncio.Future[None] | None = None
         self._batch: Sequence[_Op] = ()
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
@@ -197,26 +196,26 @@ class GroupCommitter:
         return await future
 
     async def _begin(self) -> None:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            # Shielded and remembered: close() waits for it (closing the connection
-            # under a running statement crashes the process).
-            self._waiting = asyncio.ensure_future(asyncio.to_thread(self._begin_waiting))
-            try:
-                await asyncio.shield(self._waiting)
-            finally:
-                if self._waiting.done():
-                    self._waiting = None
+        """BEGIN IMMEDIATE; while another process holds the write lock, try again every
+        millisecond, the loop free in between, up to the busy timeout.
 
-    def _begin_waiting(self) -> None:
-        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        finally:
-            self._conn.execute("PRAGMA busy_timeout=0")
+        SQLite's own busy handler would block the loop, and it sleeps longer and longer
+        (up to 100 ms a try): a ``--role web`` process writing beside a busy worker saw
+        its acknowledgements wait seconds.
+        """
+        deadline: float | None = None
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + BUSY_TIMEOUT_MS / 1000
+                if now >= deadline:
+                    raise
+            await asyncio.sleep(LOCK_RETRY_S)
 
     def _apply(self, batch: Sequence[_Op]) -> list[tuple[bool, Any]]:
         """Run ``batch`` in the transaction :meth:`_begin` opened, each operation in its
@@ -292,11 +291,7 @@ class GroupCommitter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:  # a batch was waiting for the lock: nothing of it ran
-            await asyncio.gather(waiting, return_exceptions=True)
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+        # A batch cancelled while it waited for the lock never began: its callers fail.
         for op in (*self._batch, *self._ops):
             if not op.future.done():
                 op.future.set_exception(InboxUnavailable("the inbox is closed"))
