@@ -370,7 +370,8 @@ def main() -> None:
             result = asyncio.run(run_upstreams(args, workers))
             print(json.dumps(result))
             layout = " (web + worker)" if args.split else ""
-            print(f"W={workers}{layout}: achieved {result['achieved_msg_s']} msg/s vs bound {result['bound_msg_s']} "
+            print(f"W={workers}{layout}: achieved {result['achieved_msg_s']} msg/s "
+                  f"vs bound {result['bound_msg_s']} "
                   f"= {result['achieved_over_bound']:.2f}; CPU {result['cpu_ms_per_message']} ms/message "
                   f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request); "
                   f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms)")

@@ -20,6 +20,7 @@ import attrs
 from loguru import logger
 
 from .errors import ToolError
+from .identity_cache import IdentityCache
 from .journal import JournalStore, MemoryJournalStore, MessageJournal, request_hash
 from .prompts import pack_of, render_user_message, system_prompt
 from .sending import JournalledChannel, send_once
@@ -66,21 +67,8 @@ def turn_from_json(data: dict[str, Any]) -> ChatTurn:
     )
 
 
-# Digests of tool schemas by the identity of their parameters dict: a tenant's tools are
-# built once, so each completion hashes its schemas once, not once per message.
-_SCHEMA_DIGESTS: dict[int, tuple[dict[str, Any], str]] = {}
-_SCHEMA_DIGESTS_MAX = 4096
-
-
-def _schema_digest(parameters: dict[str, Any]) -> str:
-    cached = _SCHEMA_DIGESTS.get(id(parameters))
-    if cached is not None and cached[0] is parameters:
-        return cached[1]
-    if len(_SCHEMA_DIGESTS) >= _SCHEMA_DIGESTS_MAX:
-        _SCHEMA_DIGESTS.clear()
-    digest = request_hash(parameters)
-    _SCHEMA_DIGESTS[id(parameters)] = (parameters, digest)
-    return digest
+# A tenant's tools are built once: each schema is hashed once, not once per message.
+_schema_digest: IdentityCache[dict[str, Any], str] = IdentityCache(request_hash)
 
 
 def llm_step_request(request: LLMRequest) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from maxcore.identity_cache import IdentityCache
 from maxcore.types import ChatTurn, LLMReply, LLMRequest, Role, ToolCall, ToolSpec, Usage
 
 
@@ -47,21 +48,8 @@ def without_annotations(schema: Any) -> Any:
     return schema
 
 
-# Cleaned schemas by the identity of the parameters dict they came from: a tenant's
-# tools are built once, so the walk runs once per tool, not on every completion.
-_CLEANED: dict[int, tuple[Any, Any]] = {}
-_CLEANED_MAX = 4096
-
-
-def _cleaned(parameters: dict[str, Any]) -> Any:
-    cached = _CLEANED.get(id(parameters))
-    if cached is not None and cached[0] is parameters:
-        return cached[1]
-    if len(_CLEANED) >= _CLEANED_MAX:
-        _CLEANED.clear()
-    cleaned = without_annotations(parameters)
-    _CLEANED[id(parameters)] = (parameters, cleaned)
-    return cleaned
+# A tenant's tools are built once: each schema is cleaned once, not on every completion.
+_cleaned: IdentityCache[dict[str, Any], Any] = IdentityCache(without_annotations)
 
 
 def tool_of(spec: ToolSpec) -> dict[str, Any]:
