@@ -52,11 +52,14 @@ class PipelineResult:
     replayed_steps: int = 0
 
 
+def _calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, str]]:
+    return [{"id": call.id, "name": call.name, "arguments": call.arguments} for call in calls]
+
+
 def turn_to_json(turn: ChatTurn) -> dict[str, Any]:
     return {
         "role": str(turn.role), "content": turn.content, "tool_call_id": turn.tool_call_id,
-        "name": turn.name,
-        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in turn.tool_calls],
+        "name": turn.name, "tool_calls": _calls_json(turn.tool_calls),
     }
 
 
@@ -86,7 +89,7 @@ def llm_step_request(request: LLMRequest) -> dict[str, Any]:
 def reply_to_json(reply: LLMReply) -> dict[str, Any]:
     return {
         "text": reply.text, "model": reply.model, "usage": attrs.asdict(reply.usage),
-        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
+        "tool_calls": _calls_json(reply.tool_calls),
     }
 
 

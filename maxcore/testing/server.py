@@ -108,7 +108,9 @@ class ServerThread:
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = 1
-        config.backlog = self._backlog
+        from ..server import LISTEN_BACKLOG
+
+        config.backlog = LISTEN_BACKLOG
         try:
             loop.run_until_complete(
                 serve(self.app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
@@ -119,9 +121,8 @@ class ServerThread:
             loop.close()
 
     def start(self, timeout: float = 10.0) -> ServerThread:
-        from ..server import LISTEN_BACKLOG, bind_listener
+        from ..server import bind_listener
 
-        self._backlog = LISTEN_BACKLOG
         self._bind, self.port = bind_listener(self.host, self.port)
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
         self._thread.start()

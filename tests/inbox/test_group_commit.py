@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from maxcore.durable_inbox import GroupCommitter, connect
 
@@ -32,43 +35,46 @@ async def test_many_writers_share_few_commits_and_each_gets_its_result(tmp_path:
         assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 300
 
 
-async def test_another_process_lock_is_waited_for_off_the_loop(tmp_path: Path) -> None:
-    path = tmp_path / "inbox.sqlite3"
-    committer = GroupCommitter(table(path))
-    committer.start()
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
-    try:
-        write = asyncio.ensure_future(committer.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)")))
-        ticks = 0
-        for _ in range(20):  # the loop keeps running while the write waits
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert ticks == 20 and not write.done()
-        released = threading.Timer(0.05, lambda: other.execute("COMMIT"))
-        released.start()
-        await asyncio.wait_for(write, 10)
-        released.join()
-    finally:
-        await committer.close()
-        other.close()
-    with sqlite3.connect(path) as check:
-        assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
-
-
-async def test_closing_while_a_batch_waits_for_the_lock_fails_it_cleanly(tmp_path: Path) -> None:
+@pytest.fixture
+async def locked(tmp_path: Path) -> AsyncIterator[tuple[GroupCommitter, sqlite3.Connection]]:
+    """A running committer, and another connection holding the write lock (as another
+    process would)."""
     path = tmp_path / "inbox.sqlite3"
     committer = GroupCommitter(table(path))
     committer.start()
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
+    yield committer, other
+    await committer.close()
+    other.close()
+
+
+async def test_another_process_lock_is_waited_for_off_the_loop(
+        tmp_path: Path, locked: tuple[GroupCommitter, sqlite3.Connection]) -> None:
+    committer, other = locked
+    write = asyncio.ensure_future(committer.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)")))
+    ticks = 0
+    for _ in range(20):  # the loop keeps running while the write waits
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not write.done()
+    released = threading.Timer(0.05, lambda: other.execute("COMMIT"))
+    released.start()
+    await asyncio.wait_for(write, 10)
+    released.join()
+    with sqlite3.connect(tmp_path / "inbox.sqlite3") as check:
+        assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
+
+
+async def test_closing_while_a_batch_waits_for_the_lock_fails_it_cleanly(
+        tmp_path: Path, locked: tuple[GroupCommitter, sqlite3.Connection]) -> None:
+    committer, other = locked
     write = asyncio.ensure_future(committer.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)")))
     await asyncio.sleep(0.05)
     closing = asyncio.ensure_future(committer.close())
     await asyncio.sleep(0.05)
-    other.execute("COMMIT")  # the waiting BEGIN gets the lock, then is rolled back by close()
+    other.execute("COMMIT")  # too late: the batch was cancelled before it could begin
     await asyncio.wait_for(closing, 15)
-    other.close()
     assert write.done() and write.exception() is not None
-    with sqlite3.connect(path) as check:
+    with sqlite3.connect(tmp_path / "inbox.sqlite3") as check:
         assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0

@@ -85,11 +85,13 @@ class Store:
             live = self._live.get(entity)
             if live is None:
                 rows = self._conn.execute(
-                    "SELECT seq, id, data FROM records WHERE entity = ? AND deleted = 0", (entity,),
+                    "SELECT seq, id, data FROM records WHERE entity = ? AND deleted = 0 ORDER BY seq",
+                    (entity,),
                 ).fetchall()
                 live = self._live[entity] = {
                     record_id: (int(seq), json.loads(data)) for seq, record_id, data in rows}
-            return sorted(live.values(), key=lambda row: row[0])
+            # Insertion order is sequence order: loaded sorted, inserts appended, updates in place.
+            return list(live.values())
 
     def get(self, entity: str, record_id: str) -> dict[str, Any] | None:
         with self._lock:
