@@ -24,6 +24,11 @@ maxcore's nor serialised on one interpreter lock with the load generator):
 - ``offline-greenapi``: the same through the Green-API webhook, one ``sendMessage`` per
   reply to the emulator (no added latency).
 
+``--profile DIR`` attaches ``py-spy record`` to each server process for the measured
+phase and writes ``DIR/<scenario>-<N>.txt`` (N: the process, web first) in py-spy's
+collapsed-stack format; py-spy pauses the process to sample it, so the CPU figures of a
+profiled run are not comparable with an unprofiled one.
+
 Every scenario prints maxcore's CPU per message (utime + stime of the server process from
 /proc over the run, divided by the messages) next to its baseline from the same server:
 the CPU per request of ``GET /api/health`` (the framework's HTTP floor).
@@ -36,6 +41,7 @@ import asyncio
 import copy
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -57,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from upstream import API_TOKEN, ESPO_KEY, INSTANCE, OPENAI_KEY, WEBHOOK_TOKEN  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 HEALTH_REQUESTS = 400
 
 
@@ -75,6 +82,28 @@ def rss_mb(pid: int) -> float:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
+
+
+class Profiler:
+    """``py-spy record`` attached to running processes, stopped (and written) on demand."""
+
+    def __init__(self, folder: str | None, name: str, pids: list[int]) -> None:
+        self.spies: list[subprocess.Popen[bytes]] = []
+        if folder is None:
+            return
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for index, pid in enumerate(pids):
+            output = Path(folder) / f"{name}-{index}.txt"
+            self.spies.append(subprocess.Popen(
+                [PY_SPY, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+                 "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # py-spy attaches before the measured phase starts
+
+    def stop(self) -> None:
+        for spy in self.spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in self.spies:
+            spy.wait(60)
 
 
 def greenapi_body(n: int, chat: int) -> dict[str, Any]:
@@ -265,12 +294,15 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
             idle_acks = await post_all(client, [warm] * 200, 8)
             floor = await health_floor(client, servers.web_pid)
             before = {kind: upstream.stats() for kind, upstream in upstreams.items()}
+            profiler = await asyncio.to_thread(
+                Profiler, args.profile, f"upstreams-w{workers}", [p.pid for p in servers.processes])
             cpu_before = servers.cpu()
             started = time.perf_counter()
             acks = await post_all(client, greenapi_requests(n, n), 64)
             await wait_done(root, n + 1, args.timeout)
             elapsed = time.perf_counter() - started
             cpu = servers.cpu() - cpu_before
+            await asyncio.to_thread(profiler.stop)
             rss = servers.rss()
             after = {kind: upstream.stats() for kind, upstream in upstreams.items()}
     finally:
@@ -318,12 +350,14 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
             await post_all(client, requests[:chats], 8)  # warm-up: one message per chat
             await wait_done(root, chats, args.timeout)
             floor = await health_floor(client, process.pid)
+            profiler = await asyncio.to_thread(Profiler, args.profile, f"offline-{channel}", [process.pid])
             cpu_before = cpu_seconds(process.pid)
             started = time.perf_counter()
             await post_all(client, requests[chats:], 8)
             await wait_done(root, n, args.timeout)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(process.pid) - cpu_before
+            await asyncio.to_thread(profiler.stop)
             sent = upstream.stats()["sent"] if upstream is not None else None
     finally:
         process.terminate()
@@ -353,6 +387,7 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=100, help="offline scenarios: chats")
     parser.add_argument("--per-chat", type=int, default=4, help="offline scenarios: messages per chat")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the measured phase here")
     args = parser.parse_args()
     print(f"pipeline bench on {os.cpu_count()} cores")
     if args.scenario in ("all", "offline-webchat", "offline-greenapi"):

@@ -11,8 +11,11 @@ Clients are leased: :meth:`HttpClients.acquire` returns the origin's client (bui
 first use) and counts the lease; :meth:`HttpClients.release` gives it back, and the
 last release closes it, as a Starlette lifespan closes what it opened. The pool is
 sized for the worker count (:meth:`HttpClients.size_for`): with W workers up to W
-requests to one host can be in flight at once. Under each shared ``httpx`` client is
-aiohttp's pool (:mod:`maxcore.http_transport`, chosen by ``bench/http_clients.py``).
+requests to one host can be in flight at once. :meth:`HttpClients.client` is the
+process's fast path (:mod:`maxcore.http_client`, a thin client on aiohttp's pool, which
+the built-in connectors use); :meth:`HttpClients.httpx_client` keeps the ``httpx`` API,
+on aiohttp's pool too (:mod:`maxcore.http_transport`), or on httpcore for HTTP/2. Both
+were chosen by ``bench/http_clients.py``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import asyncio
 import ssl
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
 import httpx
+
+if TYPE_CHECKING:
+    from .http_client import HttpClient, Timeout
 
 # Connections per pool beyond the worker count: health probes, receivers, the audit
 # shipper run beside the workers.
@@ -87,6 +93,21 @@ class HttpClients:
             self._by_client[id(lease.client)] = key
         lease.users += 1
         return lease.client
+
+    def client(self, base_url: str, *, timeout: Timeout | float,
+               headers: dict[str, str] | None = None) -> HttpClient:
+        """The shared :class:`~maxcore.http_client.HttpClient` for ``base_url``'s origin
+        with these options (``timeout`` in seconds applies to connecting and to each read).
+
+        ``headers`` are the client's defaults (a User-Agent): never credentials.
+        """
+        from .http_client import HttpClient, Timeout
+
+        limits = timeout if isinstance(timeout, Timeout) else Timeout(read=float(timeout))
+        key = ("client", origin(base_url), limits, tuple(sorted((headers or {}).items())))
+        size = self.max_connections
+        return self.acquire(key, lambda: HttpClient(  # type: ignore[no-any-return]
+            timeout=limits, headers=headers, max_connections=size, verify=ssl_context()))
 
     def httpx_client(self, base_url: str, *, timeout: httpx.Timeout | float,
                      headers: dict[str, str] | None = None, http2: bool = False,
