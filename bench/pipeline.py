@@ -65,6 +65,7 @@ from upstream import API_TOKEN, ESPO_KEY, INSTANCE, OPENAI_KEY, WEBHOOK_TOKEN  #
 TICKS = os.sysconf("SC_CLK_TCK")
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 HEALTH_REQUESTS = 400
+HEALTH_TOKEN = "bench-health-token"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -145,6 +146,7 @@ def write_config(root: Path, workers: int, tenant: str) -> Path:
         data_dir: {root / 'data'}
         inbox: {{type: sqlite, workers: {workers}, max_pending: 1000000}}
         logging: {{level: INFO}}
+        server: {{health_token: {HEALTH_TOKEN}}}
     """))
     (config / "tenants" / "acme.yaml").write_text(tenant)
     return config
@@ -268,6 +270,12 @@ async def health_floor(client: httpx.AsyncClient, pid: int) -> float:
     return (cpu_seconds(pid) - before) * 1000 / HEALTH_REQUESTS
 
 
+async def commit_batches(client: httpx.AsyncClient) -> int:
+    """The inbox's group commits so far (``/api/health``)."""
+    answer = await client.get("/api/health", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
+    return int(answer.json()["inbox"].get("commit_batches", 0))
+
+
 def greenapi_requests(n: int, chats: int) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
     headers = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
     return [("/webhooks/greenapi", greenapi_body(i, i % chats), headers) for i in range(n)]
@@ -351,6 +359,7 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
             await wait_done(root, chats, args.timeout)
             floor = await health_floor(client, process.pid)
             profiler = await asyncio.to_thread(Profiler, args.profile, f"offline-{channel}", [process.pid])
+            batches_before = await commit_batches(client)
             cpu_before = cpu_seconds(process.pid)
             started = time.perf_counter()
             await post_all(client, requests[chats:], 8)
@@ -358,6 +367,7 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(process.pid) - cpu_before
             await asyncio.to_thread(profiler.stop)
+            batches = await commit_batches(client) - batches_before
             sent = upstream.stats()["sent"] if upstream is not None else None
     finally:
         process.terminate()
@@ -370,6 +380,7 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
     return {"scenario": f"offline-{channel}", "messages": measured, "chats": chats,
             "cpu_ms_per_message": round(cpu * 1000 / measured, 2),
             "health_cpu_ms_per_request": round(floor, 3),
+            "inbox_commits_per_message": round(batches / measured, 2),
             "messages_per_s": round(measured / elapsed, 1)}
 
 

@@ -188,12 +188,19 @@ class GroupCommitter:
     async def write(
         self, run: Callable[[sqlite3.Connection], Any], on_commit: Callable[[Any], None] | None = None
     ) -> Any:
+        return await self.submit(run, on_commit)
+
+    def submit(
+        self, run: Callable[[sqlite3.Connection], Any], on_commit: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any]:
+        """Queue ``run`` now; its future resolves once committed. Operations are applied in
+        the order they were queued, so a write queued later commits with or after it."""
         if self._task is None or self._task.done():
             raise InboxUnavailable("the inbox is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.append(_Op(run, future, on_commit))
         self._wake.set()
-        return await future
+        return future
 
     async def _begin(self) -> None:
         """BEGIN IMMEDIATE; while another process holds the write lock, try again every
@@ -477,6 +484,13 @@ class SqliteInbox(WorkScheduler):
         if self._writer is None and self._stopping:
             raise InboxUnavailable("the inbox is closed")
         return await self._open().write(run)
+
+    def write_later(self, run: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        """Queue ``run`` for the next group commit without waiting for it: the inbox's own
+        writes queued after it (a message's ``done``) commit in the same batch or a later one."""
+        if self._writer is None and self._stopping:
+            raise InboxUnavailable("the inbox is closed")
+        return self._open().submit(run)
 
     # -- intake ----------------------------------------------------------------------
     async def submit(self, message: InboundMessage) -> bool:

@@ -7,6 +7,13 @@ and an occurrence number when the same request comes twice in one message. A rep
 a crash therefore finds the model's recorded replies for the same requests, follows the
 same path and gets recorded tool results back instead of running the tools again.
 
+Steps without an outside effect (the memory read, a model reply) are *noted*: kept in
+memory and written in the commit of the next step that must be durable before it runs
+(a send's start, a tool result), or right before a tool runs. A crash in between loses
+only work that is safe to redo (reading memory, asking the model again), and a message
+costs a few commits instead of one per step. The last step is queued without waiting,
+ahead of the inbox's ``done`` for the message, so both share a commit.
+
 Audit rows are written in the same commit as the journal entry of the step that produced
 them, into an outbox that :mod:`maxcore.audit_outbox` ships to the memory store in
 batches. The SQLite store (:mod:`maxcore.journal_sqlite`) lives in the inbox's database;
@@ -15,13 +22,15 @@ batches. The SQLite store (:mod:`maxcore.journal_sqlite`) lives in the inbox's d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
+from loguru import logger
 
 from .types import AuditEntry, InboundMessage, hash_chat_id
 
@@ -40,6 +49,16 @@ class StepRecord:
     state: str
     result: dict[str, Any] | None
     started_at: float
+
+
+@attrs.frozen
+class JournalWrite:
+    """One step's record (``step`` None: audit rows alone), as one statement of a commit."""
+
+    step: str | None
+    state: str
+    result: dict[str, Any] | None
+    audits: Sequence[AuditEntry] = ()
 
 
 @attrs.frozen
@@ -63,6 +82,16 @@ class JournalStore(Protocol):
     ) -> float:
         """Write one step (or, with ``step`` None, audit rows alone) in one commit;
         returns the step's start time (kept from an earlier ``started`` record)."""
+        ...
+
+    async def record_batch(self, message: InboundMessage, writes: Sequence[JournalWrite]) -> list[float]:
+        """Write ``writes`` in order in one commit; each step's start time."""
+        ...
+
+    def record_later(self, message: InboundMessage,
+                     writes: Sequence[JournalWrite]) -> Awaitable[list[float]]:
+        """Queue ``writes`` for one commit now, without waiting for it: what the store
+        writes after this call commits with them or later."""
         ...
 
     async def clear(self, message_key: str, step: str) -> None:
@@ -97,6 +126,7 @@ class MessageJournal:
         self.records = records
         self._on_audit = on_audit or (lambda: None)
         self._seen: dict[str, int] = {}
+        self._noted: list[JournalWrite] = []
         self.replayed = 0  # steps answered from the journal in this run
 
     @classmethod
@@ -122,29 +152,71 @@ class MessageJournal:
         record = self.records.get(step)
         return record if record is not None and record.state == STARTED else None
 
+    async def _write(self, write: JournalWrite) -> float:
+        """``write`` after the noted steps, in one commit; its start time."""
+        writes = [*self._noted, write]
+        self._noted = []
+        started_at = (await self.store.record_batch(self.message, writes))[-1]
+        if any(w.audits for w in writes):
+            self._on_audit()
+        return started_at
+
     async def start(self, step: str, request: dict[str, Any]) -> float:
         """Record that a step with an outside effect is about to run (with what it will
         do, for a later check); its start time."""
-        started_at = await self.store.record(self.message, step, STARTED, request, ())
+        started_at = await self._write(JournalWrite(step, STARTED, request))
         self.records[step] = StepRecord(STARTED, request, started_at)
         return started_at
 
     async def finish(self, step: str, result: dict[str, Any],
                      audits: Sequence[AuditEntry] = ()) -> None:
-        started_at = await self.store.record(self.message, step, DONE, result, audits)
+        """Record a step's outcome, durably before this returns."""
+        started_at = await self._write(JournalWrite(step, DONE, result, audits))
         self.records[step] = StepRecord(DONE, result, started_at)
-        if audits:
-            self._on_audit()
+
+    def note(self, step: str, result: dict[str, Any], audits: Sequence[AuditEntry] = ()) -> None:
+        """Record the outcome of a step without an outside effect, with the next durable
+        write (or :meth:`flush`): a crash before then repeats only this step."""
+        earlier = self.records.get(step)
+        self.records[step] = StepRecord(DONE, result, earlier.started_at if earlier else time.time())
+        self._noted.append(JournalWrite(step, DONE, result, audits))
+
+    async def flush(self) -> None:
+        """Make the noted steps durable (before something with an outside effect runs)."""
+        if self._noted:
+            writes, self._noted = self._noted, []
+            await self.store.record_batch(self.message, writes)
+            if any(w.audits for w in writes):
+                self._on_audit()
+
+    def finish_later(self, step: str, result: dict[str, Any],
+                     audits: Sequence[AuditEntry] = ()) -> None:
+        """Record the message's last step (and anything noted) without waiting: it commits
+        with the inbox's ``done`` for the message, queued right after. If that commit is
+        lost, the message is processed again and finds every earlier durable step."""
+        writes = [*self._noted, JournalWrite(step, DONE, result, audits)]
+        self._noted = []
+        self.records[step] = StepRecord(DONE, result, time.time())
+        pending = asyncio.ensure_future(self.store.record_later(self.message, writes))
+        pending.add_done_callback(_report_lost)
+        if any(w.audits for w in writes):
+            pending.add_done_callback(lambda _: self._on_audit())
 
     async def clear(self, step: str) -> None:
+        await self.flush()
         await self.store.clear(self.message.dedupe_key, step)
         self.records.pop(step, None)
 
     async def audit(self, audits: Sequence[AuditEntry]) -> None:
         """Audit rows that belong to no step (a veto, a fallback)."""
         if audits:
-            await self.store.record(self.message, None, DONE, None, audits)
-            self._on_audit()
+            await self._write(JournalWrite(None, DONE, None, audits))
+
+
+def _report_lost(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("[JOURNAL] the last step of a message was not recorded ({}): a replay "
+                       "repeats its history append", future.exception())
 
 
 def pseudonymise(details: dict[str, Any], chat_id: str) -> dict[str, Any]:
@@ -180,6 +252,12 @@ class MemoryJournalStore:
         self, message: InboundMessage, step: str | None, state: str,
         result: dict[str, Any] | None, audits: Sequence[AuditEntry],
     ) -> float:
+        return self._record(message, step, state, result, audits)
+
+    def _record(
+        self, message: InboundMessage, step: str | None, state: str,
+        result: dict[str, Any] | None, audits: Sequence[AuditEntry],
+    ) -> float:
         now = time.time()
         started_at = now
         if step is not None:
@@ -194,6 +272,15 @@ class MemoryJournalStore:
             self._outbox[self._seq] = OutboxRow(self._seq, message.tenant, entry)
             self._chats[self._seq] = message.chat_id
         return started_at
+
+    async def record_batch(self, message: InboundMessage, writes: Sequence[JournalWrite]) -> list[float]:
+        return [await self.record(message, w.step, w.state, w.result, w.audits) for w in writes]
+
+    def record_later(self, message: InboundMessage,
+                     writes: Sequence[JournalWrite]) -> Awaitable[list[float]]:
+        done: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        done.set_result([self._record(message, w.step, w.state, w.result, w.audits) for w in writes])
+        return done
 
     async def clear(self, message_key: str, step: str) -> None:
         self._steps.pop((message_key, step), None)
@@ -239,5 +326,5 @@ def journal_store_for(inbox: Any) -> JournalStore:
     if getattr(inbox, "durable", False) and write is not None:
         from .journal_sqlite import SqliteJournalStore
 
-        return SqliteJournalStore(write, getattr(inbox, "path", None))
+        return SqliteJournalStore(write, getattr(inbox, "path", None), getattr(inbox, "write_later", None))
     return MemoryJournalStore()

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 
 from .durable_inbox import InboxUnavailable, connect
 from .files import in_write_transaction
-from .journal import DONE, OutboxRow, StepRecord, pseudonymise
+from .journal import DONE, JournalWrite, OutboxRow, StepRecord, pseudonymise
 from .types import AuditEntry, InboundMessage, hash_chat_id
 
 T = TypeVar("T")
 Write = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
+WriteLater = Callable[[Callable[[sqlite3.Connection], T]], "asyncio.Future[T]"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS journal (
@@ -65,8 +66,10 @@ class SqliteJournalStore:
     shipment at shutdown still reads and deletes its rows there.
     """
 
-    def __init__(self, write: Write[Any], path: Path | None = None) -> None:
+    def __init__(self, write: Write[Any], path: Path | None = None,
+                 write_later: WriteLater[Any] | None = None) -> None:
         self._write = write
+        self._write_later = write_later
         self._path = path
         self._ready = False
 
@@ -109,40 +112,20 @@ class SqliteJournalStore:
         self, message: InboundMessage, step: str | None, state: str,
         result: dict[str, Any] | None, audits: Sequence[AuditEntry],
     ) -> float:
-        now = time.time()
-        payload = json.dumps(result, ensure_ascii=False, default=str) if result is not None else None
-        outbox = [
-            (entry.id, message.tenant, message.chat_id, entry.action,
-             json.dumps(entry.details, ensure_ascii=False, default=str), entry.message_id,
-             entry.created_at)
-            for entry in audits
-        ]
+        return (await self.record_batch(message, [JournalWrite(step, state, result, audits)]))[0]
 
-        def write(conn: sqlite3.Connection) -> float:
-            started_at = now
-            if step is not None:
-                row = conn.execute(
-                    "INSERT INTO journal (message_key, step, tenant, chat_id, state, result, "
-                    "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (message_key, step) DO UPDATE SET state = excluded.state, "
-                    "result = excluded.result, updated_at = excluded.updated_at, "
-                    # A new attempt of a send restarts its clock; a finished step keeps it.
-                    "started_at = CASE WHEN excluded.state = 'started' THEN excluded.started_at "
-                    "ELSE journal.started_at END "
-                    "RETURNING started_at",
-                    (message.dedupe_key, step, message.tenant, message.chat_id, state, payload,
-                     now, now),
-                ).fetchone()
-                started_at = row[0]
-            # An audit row already written (same id) is not written twice.
-            conn.executemany(
-                "INSERT INTO audit_outbox (id, tenant, chat_id, action, details, message_id, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                outbox,
-            )
-            return float(started_at)
+    async def record_batch(self, message: InboundMessage, writes: Sequence[JournalWrite]) -> list[float]:
+        return await self._run(_statements(message, writes))
 
-        return await self._run(write)
+    def record_later(self, message: InboundMessage,
+                     writes: Sequence[JournalWrite]) -> Awaitable[list[float]]:
+        statements = _statements(message, writes)
+        if self._write_later is not None and self._ready:
+            try:
+                return self._write_later(statements)
+            except InboxUnavailable:
+                pass
+        return asyncio.ensure_future(self._run(statements))
 
     async def clear(self, message_key: str, step: str) -> None:
         await self._run(lambda conn: conn.execute(
@@ -189,6 +172,50 @@ class SqliteJournalStore:
         while batch := await self._run(lambda conn: purge_batch(conn, before)):
             removed += batch
         return removed
+
+
+_UPSERT_STEP = (
+    "INSERT INTO journal (message_key, step, tenant, chat_id, state, result, "
+    "started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (message_key, step) DO UPDATE SET state = excluded.state, "
+    "result = excluded.result, updated_at = excluded.updated_at, "
+    # A new attempt of a send restarts its clock; a finished step keeps it.
+    "started_at = CASE WHEN excluded.state = 'started' THEN excluded.started_at "
+    "ELSE journal.started_at END "
+    "RETURNING started_at"
+)
+# An audit row already written (same id) is not written twice.
+_INSERT_AUDIT = (
+    "INSERT INTO audit_outbox (id, tenant, chat_id, action, details, message_id, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _statements(message: InboundMessage,
+                writes: Sequence[JournalWrite]) -> Callable[[sqlite3.Connection], list[float]]:
+    """One function writing ``writes`` in order (their JSON encoded now, off the commit)."""
+    now = time.time()
+    steps = [
+        (w.step, (message.dedupe_key, w.step, message.tenant, message.chat_id, w.state,
+                  json.dumps(w.result, ensure_ascii=False, default=str) if w.result is not None else None,
+                  now, now))
+        for w in writes
+    ]
+    outbox = [
+        (entry.id, message.tenant, message.chat_id, entry.action,
+         json.dumps(entry.details, ensure_ascii=False, default=str), entry.message_id,
+         entry.created_at)
+        for w in writes for entry in w.audits
+    ]
+
+    def write(conn: sqlite3.Connection) -> list[float]:
+        started = [float(conn.execute(_UPSERT_STEP, params).fetchone()[0]) if step is not None else now
+                   for step, params in steps]
+        if outbox:
+            conn.executemany(_INSERT_AUDIT, outbox)
+        return started
+
+    return write
 
 
 def forget_contact(conn: sqlite3.Connection, tenant: str, chat_id: str) -> int:

@@ -3,8 +3,10 @@
 The tenant is bound when the pipeline is built (from the entry point that accepted
 the message); tools receive a context holding that tenant's connectors only.
 
-Every step is journalled (:mod:`maxcore.journal`) before the next one runs: the memory
-the message is answered with, each model reply, each tool result, each send. A replay
+Every step is journalled (:mod:`maxcore.journal`): the memory the message is answered
+with, each model reply, each tool result, each send. Steps with an outside effect are
+durable before the next one runs; the memory read and the model replies are noted and
+written with the next of those, and always before a tool runs. A replay
 after a crash reads them back, so it asks the model nothing it already answered, runs no
 tool twice, and checks with the channel before sending a reply again (:mod:`.sending`).
 Audit rows are committed with the step that produced them and shipped in batches.
@@ -132,7 +134,7 @@ class Pipeline:
         """An audit row that belongs to no other step, written once per message."""
         step = journal.step(kind, request)
         if journal.done(step) is None:
-            await journal.finish(step, {}, [self._entry(journal.message, action, details)])
+            journal.note(step, {}, [self._entry(journal.message, action, details)])
 
     def _entry(self, message: InboundMessage, action: str, details: dict[str, Any]) -> AuditEntry:
         if action in ("lead_created", "lead_updated", "reply_sent", "llm_call"):
@@ -176,7 +178,7 @@ class Pipeline:
             log.info("[PIPELINE] fixed reply set by the channel, model not called")
             await self._audit_once(journal, "fixed_reply", None, "fixed_reply", {"kind": message.kind})
             outbound = await self._reply(message, journal, fixed)
-            await journal.finish(final_step, {"reply": fixed, "tools": []}, [])
+            journal.finish_later(final_step, {"reply": fixed, "tools": []})
             return PipelineResult(reply=outbound)
 
         history, facts = await self._memory(message, journal)
@@ -220,7 +222,7 @@ class Pipeline:
         # At least once: a crash between the append and this record appends the turns again.
         await tenant.memory.append_history(
             message.chat_id, [user_turn, ChatTurn(role=Role.ASSISTANT, content=text)])
-        await journal.finish(final_step, {"reply": text, "tools": called}, [])
+        journal.finish_later(final_step, {"reply": text, "tools": called})
         return PipelineResult(reply=outbound, tool_calls=tuple(called))
 
     async def _memory(
@@ -234,7 +236,7 @@ class Pipeline:
         memory = self.tenant.memory
         history = await memory.history(message.chat_id, self.tenant.config.assistant.history_messages)
         facts = await memory.facts(message.chat_id)
-        await journal.finish(step, {"history": [turn_to_json(t) for t in history], "facts": facts})
+        journal.note(step, {"history": [turn_to_json(t) for t in history], "facts": facts})
         return history, facts
 
     async def _complete(
@@ -250,7 +252,7 @@ class Pipeline:
         if recorded is not None:
             return reply_from_json(recorded)
         reply = await self.tenant.llm.complete(request)
-        await journal.finish(step, reply_to_json(reply), [self._entry(message, "llm_call", {
+        journal.note(step, reply_to_json(reply), [self._entry(message, "llm_call", {
             "round": round_index, "model": reply.model,
             "prompt_tokens": reply.usage.prompt_tokens,
             "completion_tokens": reply.usage.completion_tokens,
@@ -295,6 +297,9 @@ class Pipeline:
             return {"error": str(exc)}
         if ignored:
             log.warning("[PIPELINE] ignored tenant arguments {} in {}", ignored, call.name)
+        # The model replies that led here are durable before anything has an effect: a
+        # replay asks nothing again, so it calls the tool with the same arguments.
+        await journal.flush()
         veto = await self.hooks.tool_called(call, arguments, self.tenant.context)
         if isinstance(veto, Veto):
             audit("tool_vetoed", {"tool": call.name, "reason": veto.reason})
