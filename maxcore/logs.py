@@ -32,9 +32,34 @@ GENERIC_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)bearer\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,})"),
     re.compile(r"(?i)(?:api[_-]?key|token|secret|password)=(?P<secret>[^&\s\"']+)"),
 )
-# A text each generic pattern needs (in the lowered line) to match at all: most lines
-# hold neither, and two case-insensitive scans were a sixth of a log line's cost.
-_NEEDLES: dict[re.Pattern[str], str] = {GENERIC_PATTERNS[0]: "bearer", GENERIC_PATTERNS[1]: "="}
+# Texts one of which each generic pattern needs (in the lowered line) to match at all:
+# most lines hold none, and a regex scan per pattern was a sixth of a log line's cost.
+_NEEDLES: dict[re.Pattern[str], tuple[str, ...]] = {
+    GENERIC_PATTERNS[0]: ("bearer",),
+    GENERIC_PATTERNS[1]: ("key=", "token=", "secret=", "password="),
+}
+MIN_NEEDLE = 3
+
+
+def required_text(pattern: re.Pattern[str]) -> str | None:
+    """The longest literal every match of ``pattern`` contains (lowered), if it has one of
+    at least MIN_NEEDLE characters: a plugin's pattern is then only run on lines holding it.
+    Read from the pattern's parse tree (its top-level sequence: each item must match)."""
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        items = _parser.parse(pattern.pattern, pattern.flags)
+        literal = _parser.LITERAL
+    except Exception:  # noqa: BLE001 - another interpreter's internals: no needle, always run
+        return None
+    best, run = "", ""
+    for op, argument in items:
+        if op is literal:
+            run += chr(argument)
+            continue
+        best, run = max(best, run, key=len), ""
+    best = max(best, run, key=len)
+    return best.lower() if len(best) >= MIN_NEEDLE else None
 
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
@@ -81,6 +106,9 @@ class Redactor:
         """Also hide what ``pattern`` matches (its ``secret`` group, else all of it)."""
         with self._lock:
             if pattern not in self._patterns:
+                needle = required_text(pattern)
+                if needle is not None:
+                    _NEEDLES[pattern] = (needle,)
                 self._patterns = (*self._patterns, pattern)
 
     @property
@@ -142,11 +170,11 @@ class Redactor:
             text = "".join(parts)
         lowered: str | None = None
         for pattern in self._patterns:
-            needle = _NEEDLES.get(pattern)
-            if needle is not None:
+            needles = _NEEDLES.get(pattern)
+            if needles is not None:
                 if lowered is None:
                     lowered = text.lower()
-                if needle not in lowered:
+                if not any(needle in lowered for needle in needles):
                     continue
             text = pattern.sub(_hide_secret, text)
         return text

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from maxcore.logs import REDACTOR, Redactor, setup_logging
+from maxcore.logs import REDACTOR, Redactor, required_text, setup_logging
 
 
 def test_redactor_hides_configured_secrets_and_generic_credential_shapes():
@@ -37,6 +37,24 @@ def test_plugin_patterns_hide_their_secret_group_or_the_whole_match():
     text = redact("POST https://api.example.org/bot123456:AAbbCCddEEffGGhhIIjjKK/sendMessage "
                   "with sk_live_abcdefghijkl")
     assert text == "POST https://api.example.org/bot***/sendMessage with ***"
+
+
+def test_a_pattern_runs_only_on_lines_holding_its_literal_text():
+    # Every match of these contains "/bot" / "sk_live_": lines without it skip the regex.
+    assert required_text(re.compile(r"/bot(?P<secret>\d+:[A-Za-z0-9_-]{20,})/")) == "/bot"
+    assert required_text(re.compile(r"sk_live_[A-Za-z0-9]{10,}")) == "sk_live_"
+    assert required_text(re.compile(r"(?i)Token: (\w+)")) == "token: "
+    # No literal every match needs (alternatives, optional parts, too short): always run.
+    assert required_text(re.compile(r"(?:sk|pk)_[a-z0-9]{12}")) is None
+    assert required_text(re.compile(r"ab?c+")) is None
+    redact = Redactor()
+    redact.add_pattern(re.compile(r"(?i)Token: (?P<secret>\w+)"))
+    # The needle is compared with the lowered line: case-insensitive patterns still match.
+    assert redact("got TOKEN: abc123 back") == "got TOKEN: *** back"
+    assert redact("no credential here: token-less") == "no credential here: token-less"
+    # The generic key=value shape: only the credential words, not every "=".
+    assert redact("tenant=acme msg=m1 | done") == "tenant=acme msg=m1 | done"
+    assert redact("GET /x?access_token=abcdef&x=1") == "GET /x?access_token=***&x=1"
 
 
 def test_connector_patterns_are_collected_when_plugins_load():
