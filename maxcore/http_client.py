@@ -15,12 +15,15 @@ depends on it. Connectors written against ``httpx`` keep their ``except`` clause
 
 One :class:`HttpClient` serves one origin for every tenant calling it
 (:meth:`maxcore.http_pool.HttpClients.client`): credentials go in each request's
-headers or URL, never on the client. Redirects are not followed (as ``httpx``).
+headers or URL, never on the client. Redirects are not followed (as ``httpx``), and no
+``Content-Type`` is made up for a body that is not JSON (aiohttp would send
+``application/octet-stream``; ``httpx`` sends none).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json as jsonlib
 import ssl
 from collections.abc import Mapping, Sequence
@@ -33,10 +36,13 @@ from multidict import CIMultiDictProxy
 
 from .http_transport import transport_error
 
-Params = Mapping[str, str] | Sequence[tuple[str, str]]
-_decode = jsonlib.JSONDecoder().decode
+# Query values as yarl takes them (``bool`` is refused: write "true" / "false").
+ParamValue = str | int | float
+Params = Mapping[str, ParamValue] | Sequence[tuple[str, ParamValue]]
 _encode = jsonlib.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 JSON_HEADERS = {"Content-Type": "application/json"}
+_NO_AUTO_CONTENT_TYPE = ("Content-Type",)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # aiohttp's, where it adds one
 
 
 @attrs.frozen
@@ -50,10 +56,24 @@ class HttpResponse:
 
     @property
     def text(self) -> str:
-        return self.content.decode(self.charset or "utf-8", errors="replace")
+        """The body decoded with its declared charset, UTF-8 if none or an unknown one
+        (as ``httpx``); undecodable bytes replaced."""
+        return self.content.decode(_known_charset(self.charset), errors="replace")
 
     def json(self) -> Any:
-        return _decode(self.text)
+        """The body parsed as JSON from its bytes (UTF-8/16/32 detected, as ``httpx``):
+        ``json.JSONDecodeError`` or ``UnicodeDecodeError`` if it is not."""
+        return jsonlib.loads(self.content)
+
+
+def _known_charset(charset: str | None) -> str:
+    if charset is None:
+        return "utf-8"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return "utf-8"
+    return charset
 
 
 @attrs.frozen
@@ -108,18 +128,26 @@ class HttpClient:
     ) -> HttpResponse:
         """Send one request and read the whole answer; ``timeout`` overrides the read timeout."""
         session = self._session if self._session is not None else self._open()
+        skip: tuple[str, ...] | None = None
         if json is not None:
             content = _encode(json).encode()
             headers = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
+        elif content is not None or method.upper() in _BODY_METHODS:
+            skip = _NO_AUTO_CONTENT_TYPE  # the caller's own Content-Type is still sent
         try:
             async with session.request(
                 method, url, params=params, data=content, headers=headers,
                 allow_redirects=False, timeout=self._timeout_for(timeout),
+                skip_auto_headers=skip,
             ) as response:
                 body = await response.read()
                 return HttpResponse(response.status, response.headers, body, response.charset)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             mapped = transport_error(exc, httpx)
+            if mapped is None and isinstance(exc, aiohttp.ClientResponseError):
+                # An answer aiohttp cannot parse (a bad status line or header): the
+                # request was sent, as httpx's RemoteProtocolError says.
+                mapped = httpx.RemoteProtocolError(exc.message or type(exc).__name__)
             if mapped is None:
                 raise
             raise mapped from exc

@@ -18,6 +18,7 @@ import httpx
 from loguru import logger
 
 from maxcore.errors import PermanentError, RetryableError, ToolError
+from maxcore.http_client import HttpResponse
 from maxcore.http_pool import HTTP_CLIENTS, HttpClients
 
 from .config import EspoCRMConfig
@@ -70,7 +71,7 @@ class EspoClient:
         self.config = config
         self.base = config.url.rstrip("/") + "/api/v1"
         self._clients = http or HTTP_CLIENTS
-        self.http = self._clients.httpx_client(
+        self.http = self._clients.client(
             config.url, timeout=config.timeout_s,
             headers={"Accept": "application/json", "User-Agent": "maxcore-espocrm"},
         )
@@ -95,7 +96,7 @@ class EspoClient:
         headers: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (),
         auth: bool = True,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         """Send one request; statuses in ``expect`` are returned, other errors raised."""
         all_headers = {**(self._auth_headers(method, resource) if auth else {}), **(headers or {})}
         started = time.monotonic()
@@ -118,7 +119,7 @@ class EspoClient:
             return response
         raise self._error(method, resource, response)
 
-    def _error(self, method: str, resource: str, response: httpx.Response) -> Exception:
+    def _error(self, method: str, resource: str, response: HttpResponse) -> Exception:
         status = response.status_code
         reason = response.headers.get("X-Status-Reason", "")
         where = f"{method} {resource}"

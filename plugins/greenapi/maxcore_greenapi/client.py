@@ -1,7 +1,7 @@
-"""The handful of Green-API REST calls, over one shared httpx client per tenant.
+"""The handful of Green-API REST calls, over the client the process shares for the api_url.
 
 URLs are ``{api_url}/waInstance{id}/{method}/{token}``: the token sits in the path, so
-nothing here ever puts a URL, or an httpx error that quotes one, in a message or log.
+nothing here ever puts a URL, or a transport error that quotes one, in a message or log.
 Errors are keyed on the status (the bodies are not consistent, contract §7).
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from maxcore.errors import PermanentError, RetryableError
+from maxcore.http_client import HttpClient, HttpResponse, Timeout
 from maxcore.http_pool import HTTP_CLIENTS, HttpClients
 from maxcore.logs import REDACTOR
 from maxcore.outbound import split_text
@@ -52,15 +53,15 @@ class GreenApiClient:
     def __init__(self, config: GreenApiConfig, tenant: str, http: HttpClients | None = None) -> None:
         self.config = config
         self.tenant = tenant
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpClient | None = None
         self._clients = http or HTTP_CLIENTS
 
     async def open(self) -> None:
         # The api_url's pool is shared with the other tenants on it: the instance and
         # its token are in each request's path, never on the client.
         if self._http is None:
-            self._http = self._clients.httpx_client(
-                self.config.api_url, timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+            self._http = self._clients.client(
+                self.config.api_url, timeout=Timeout(read=self.config.timeout_s, connect=10.0),
                 headers={"User-Agent": "maxcore-greenapi"},
             )
 
@@ -85,10 +86,10 @@ class GreenApiClient:
         if self._http is None:
             await self.open()
         assert self._http is not None
-        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = await self._http.request(
-                http_method, self._url(method, *suffix), json=json_body, params=params, **extra
+                http_method, self._url(method, *suffix), json=json_body, params=params,
+                timeout=timeout,
             )
         except httpx.HTTPError as exc:
             # ``from None``: the httpx exception may quote the URL, hence the token.
@@ -106,7 +107,7 @@ class GreenApiClient:
                 raise RetryableError(f"Green-API {method}: answer is not JSON") from None
         raise self._error(method, response)
 
-    def _error(self, method: str, response: httpx.Response) -> Exception:
+    def _error(self, method: str, response: HttpResponse) -> Exception:
         status = response.status_code
         snippet = self._clean(response.text[:300].strip())
         lowered = snippet.lower()
@@ -181,7 +182,7 @@ class GreenApiClient:
         return bool(isinstance(answer, dict) and answer.get("result"))
 
 
-def _quota_status(response: httpx.Response) -> str:
+def _quota_status(response: HttpResponse) -> str:
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -190,7 +191,7 @@ def _quota_status(response: httpx.Response) -> str:
     return f", {status}" if isinstance(status, str) else ""
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: HttpResponse) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return min(float(value), MAX_RETRY_AFTER_S) if value else None
