@@ -10,9 +10,12 @@ this process alone (``resource.getrusage``): CPU per request for
 - ``httpx``: ``httpx.AsyncClient`` on its default transport (httpcore);
 - ``httpx+aiohttp``: ``httpx.AsyncClient`` on the ``httpx_aiohttp`` transport (the
   same ``httpx`` API and exceptions; aiohttp's pool and parser underneath);
+- ``maxcore``: :class:`maxcore.http_client.HttpClient`, what the built-in connectors
+  (EspoCRM, Green-API, OpenAI) call upstreams with;
 - ``openai-sdk-httpx`` / ``openai-sdk-aiohttp``: ``openai.AsyncOpenAI`` chat completions
   on ``DefaultAsyncHttpxClient`` vs ``DefaultAioHttpClient`` (the upstream answers a
-  completion);
+  completion); measured when the ``openai`` package is installed (maxcore does not
+  need it: ``pip install openai`` for these rows);
 - ``aiohttp``: a bare ``aiohttp.ClientSession``: the floor (baseline of the run).
 """
 
@@ -82,7 +85,6 @@ async def measure(kind: str, url: str, inflight: int, requests: int) -> tuple[fl
     import aiohttp
     import httpx
     import httpx_aiohttp
-    import openai
 
     payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Bonjour"}]}
     limits = httpx.Limits(max_connections=inflight + 16, max_keepalive_connections=inflight + 16)
@@ -100,7 +102,18 @@ async def measure(kind: str, url: str, inflight: int, requests: int) -> tuple[fl
             async def plain() -> Any:
                 return (await client.post(url + "/api/v1/Lead", json=payload)).json()
             return await drive(plain, inflight, requests)
+    if kind == "maxcore":
+        from maxcore.http_client import HttpClient, Timeout
+
+        ours = HttpClient(timeout=Timeout(read=30), max_connections=inflight + 16)
+        try:
+            async def fast() -> Any:
+                return (await ours.request("POST", url + "/api/v1/Lead", json=payload)).json()
+            return await drive(fast, inflight, requests)
+        finally:
+            await ours.aclose()
     import httpx2
+    import openai
 
     sdk_limits = httpx2.Limits(max_connections=inflight + 16, max_keepalive_connections=inflight + 16)
     http = (openai.DefaultAioHttpClient(limits=sdk_limits) if kind == "openai-sdk-aiohttp"
@@ -114,7 +127,11 @@ async def measure(kind: str, url: str, inflight: int, requests: int) -> tuple[fl
         await http.aclose()
 
 
-KINDS = ("aiohttp", "httpx", "httpx+aiohttp", "openai-sdk-httpx", "openai-sdk-aiohttp")
+def kinds() -> tuple[str, ...]:
+    import importlib.util
+
+    sdk = ("openai-sdk-httpx", "openai-sdk-aiohttp") if importlib.util.find_spec("openai") else ()
+    return ("aiohttp", "maxcore", "httpx", "httpx+aiohttp", *sdk)
 
 
 def main() -> None:
@@ -141,12 +158,13 @@ def main() -> None:
         print(f"HTTP client CPU per request on {os.cpu_count()} cores, upstream latency "
               f"{args.latency_ms:g} ms, {args.requests} requests per round; median of {args.rounds} rounds")
         for inflight in (int(n) for n in args.inflight.split(",")):
-            results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
+            measured = kinds()
+            results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in measured}
             for _ in range(args.rounds):
-                for kind in KINDS:
+                for kind in measured:
                     results[kind].append(asyncio.run(measure(kind, url, inflight, args.requests)))
             floor = sorted(r[0] for r in results["aiohttp"])[len(results["aiohttp"]) // 2]
-            for kind in KINDS:
+            for kind in measured:
                 cpu_us = sorted(r[0] for r in results[kind])[len(results[kind]) // 2]
                 rate = sorted(r[1] for r in results[kind])[len(results[kind]) // 2]
                 print(json.dumps({"inflight": inflight, "client": kind,

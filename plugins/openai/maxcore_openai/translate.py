@@ -61,25 +61,28 @@ def tool_of(spec: ToolSpec) -> dict[str, Any]:
     }
 
 
-def reply_of(completion: Any) -> tuple[LLMReply, str | None]:
-    """The SDK's ChatCompletion as the core's reply, and the finish reason."""
-    usage = completion.usage
+def reply_of(completion: dict[str, Any]) -> tuple[LLMReply, str | None]:
+    """A Chat Completions answer (decoded JSON) as the core's reply, and the finish reason."""
+    usage = completion.get("usage") or {}
     counted = Usage(
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
     )
-    if not completion.choices:
-        return LLMReply(text=None, usage=counted, model=completion.model), None
-    choice = completion.choices[0]
-    message = choice.message
+    model = completion.get("model")
+    choices = completion.get("choices") or ()
+    if not choices:
+        return LLMReply(text=None, usage=counted, model=model), None
+    choice = choices[0]
+    message = choice.get("message") or {}
     calls = tuple(
         # Arguments stay raw text: the pipeline parses them and tells the model when
         # they are not JSON, which is how a model recovers from its own mistake.
-        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments or "")
-        for call in (message.tool_calls or ())
-        if getattr(call, "type", None) == "function"
+        ToolCall(id=str(call["id"]), name=str(call["function"]["name"]),
+                 arguments=call["function"].get("arguments") or "")
+        for call in (message.get("tool_calls") or ())
+        if call.get("type") == "function"
     )
-    text = message.content
-    if not text and getattr(message, "refusal", None):
-        text = message.refusal
-    return LLMReply(text=text, tool_calls=calls, usage=counted, model=completion.model), choice.finish_reason
+    text = message.get("content")
+    if not text and message.get("refusal"):
+        text = message["refusal"]
+    return LLMReply(text=text, tool_calls=calls, usage=counted, model=model), choice.get("finish_reason")

@@ -121,7 +121,7 @@ async def test_malformed_arguments_are_told_to_the_model_which_recovers(
 async def test_rate_limit_then_success_gives_one_answer_after_the_wait(
     system: Running, emulator: OpenAIEmulator
 ) -> None:
-    # max_retries 0: the SDK gives up at once and the inbox honours Retry-After.
+    # max_retries 0: the connector gives up at once and the inbox honours Retry-After.
     emulator.rate_limit(retry_after=0.5)
     replies = await say(system, DEMO)
     assert len(replies) == 1 and replies[0].startswith("✅ Lead créé")
