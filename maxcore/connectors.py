@@ -149,12 +149,14 @@ class Channel(Connector, Protocol):
     texts) and, on every connector class, ``redact_patterns``.
 
     **Reconciliation.** Optional, for providers that keep a record of sent messages:
-    ``can_reconcile = True`` and ``async def find_sent(chat_id, text, since) ->
-    SendResult | None``. The core calls it when a send was interrupted (started, no
-    result recorded): a result means "it went out, do not send again", None "it did
-    not", and a RetryableError (with ``retry_after``) "cannot tell yet" (the provider's
-    record lags). Channels without it (:class:`ChannelBase` says ``can_reconcile =
-    False``) get at-least-once sends.
+    ``can_reconcile = True`` and ``async def find_sent(chat_id, text, since, *,
+    exclude=frozenset()) -> SendResult | None``. The core calls it when a send was
+    interrupted (started, no result recorded): a result means "it went out, do not send
+    again", None "it did not", and a RetryableError (with ``retry_after``) "cannot tell
+    yet" (the provider's record lags). ``exclude`` holds the provider ids of sends the
+    journal already gave to other steps (the same text sent to the same chat a moment
+    before, by an earlier message): never one of those. Channels without it
+    (:class:`ChannelBase` says ``can_reconcile = False``) get at-least-once sends.
     """
 
     routing: ClassVar[Routing]
@@ -387,5 +389,6 @@ class ChannelBase(ConnectorBase):
     async def run_receiver(self, submit: Submit) -> None:
         return None
 
-    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+    async def find_sent(self, chat_id: str, text: str, since: float, *,
+                        exclude: frozenset[str] = frozenset()) -> SendResult | None:
         return None

@@ -144,10 +144,6 @@ class HttpClient:
                 return HttpResponse(response.status, response.headers, body, response.charset)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             mapped = transport_error(exc, httpx)
-            if mapped is None and isinstance(exc, aiohttp.ClientResponseError):
-                # An answer aiohttp cannot parse (a bad status line or header): the
-                # request was sent, as httpx's RemoteProtocolError says.
-                mapped = httpx.RemoteProtocolError(exc.message or type(exc).__name__)
             if mapped is None:
                 raise
             raise mapped from exc

@@ -48,6 +48,10 @@ def transport_error(cause: BaseException, http: ModuleType = httpx) -> Exception
         kind = http.RemoteProtocolError
     elif isinstance(cause, aiohttp.InvalidURL):
         kind = http.UnsupportedProtocol
+    elif isinstance(cause, aiohttp.ClientResponseError):
+        # An answer aiohttp cannot parse (a bad status line or header): the request was
+        # sent. Its ``message`` only: ``str()`` quotes the URL, which may hold a token.
+        kind, message = http.RemoteProtocolError, cause.message or type(cause).__name__
     elif isinstance(cause, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError | OSError):
         kind = http.ReadError
     return None if kind is None else kind(message)

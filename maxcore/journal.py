@@ -36,6 +36,8 @@ from .types import AuditEntry, InboundMessage, hash_chat_id
 
 STARTED = "started"
 DONE = "done"
+# The step kinds that are sends (their done result holds the provider's message_id).
+SEND_STEPS = ("reply:", "tool_send:")
 
 
 def request_hash(request: Any) -> str:
@@ -96,6 +98,10 @@ class JournalStore(Protocol):
 
     async def clear(self, message_key: str, step: str) -> None:
         """Forget a ``started`` step that certainly did not happen (the provider refused it)."""
+        ...
+
+    async def sent_ids(self, tenant: str, chat_id: str, since: float) -> set[str]:
+        """Provider ids of the sends to ``chat_id`` recorded done since ``since`` (any message)."""
         ...
 
     async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
@@ -284,6 +290,15 @@ class MemoryJournalStore:
 
     async def clear(self, message_key: str, step: str) -> None:
         self._steps.pop((message_key, step), None)
+
+    async def sent_ids(self, tenant: str, chat_id: str, since: float) -> set[str]:
+        ids: set[str] = set()
+        for (_key, step), value in self._steps.items():
+            sent = (value.record.result or {}).get("message_id")
+            if (sent and value.tenant == tenant and value.chat_id == chat_id and value.record.state == DONE
+                    and value.updated_at >= since and step.startswith(SEND_STEPS)):
+                ids.add(str(sent))
+        return ids
 
     async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
         rows = [self._outbox[seq] for seq in sorted(self._outbox) if self._outbox[seq].tenant not in skip]

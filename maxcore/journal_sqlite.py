@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .durable_inbox import InboxUnavailable, connect
 from .files import in_write_transaction
-from .journal import DONE, JournalWrite, OutboxRow, StepRecord, pseudonymise
+from .journal import DONE, SEND_STEPS, JournalWrite, OutboxRow, StepRecord, pseudonymise
 from .types import AuditEntry, InboundMessage, hash_chat_id
 
 T = TypeVar("T")
@@ -131,6 +131,21 @@ class SqliteJournalStore:
         await self._run(lambda conn: conn.execute(
             "DELETE FROM journal WHERE message_key = ? AND step = ? AND state != ?",
             (message_key, step, DONE)))
+
+    async def sent_ids(self, tenant: str, chat_id: str, since: float) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT step, result FROM journal WHERE tenant = ? AND chat_id = ? AND state = ? "
+                "AND updated_at >= ?", (tenant, chat_id, DONE, since)).fetchall()
+            ids: set[str] = set()
+            for step, result in rows:
+                if step.startswith(SEND_STEPS) and result:
+                    sent = json.loads(result).get("message_id")
+                    if sent:
+                        ids.add(str(sent))
+            return ids
+
+        return await self._run(read)
 
     async def outbox(self, limit: int, skip: Sequence[str] = ()) -> list[OutboxRow]:
         skipped = list(skip)

@@ -9,6 +9,7 @@ is asked first; a channel that cannot is sent to again (at least once).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -28,15 +29,47 @@ def refused_before_sending(exc: BaseException) -> bool:
     return bool(getattr(exc, "not_sent", False)) or not is_retryable(exc)
 
 
-async def reconcile(channel: Any, outbound: OutboundMessage, since: float) -> SendResult | None:
+# Sends recorded this long before an interrupted one are offered to find_sent as taken.
+CLAIMED_WINDOW_S = 600.0
+
+
+def takes_exclude(channel: Any) -> bool:
+    """Whether ``channel.find_sent`` accepts ``exclude`` (channels written before it do not)."""
+    cls = type(channel)
+    known = _TAKES_EXCLUDE.get(cls)
+    if known is None:
+        try:
+            parameters = inspect.signature(channel.find_sent).parameters
+        except (TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        known = _TAKES_EXCLUDE[cls] = "exclude" in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return known
+
+
+_TAKES_EXCLUDE: dict[type, bool] = {}
+
+
+async def reconcile(channel: Any, outbound: OutboundMessage, since: float,
+                    claimed: frozenset[str] = frozenset()) -> SendResult | None:
     """What the provider knows of a send started at ``since``: its result, or None when it
-    was not sent (or the channel cannot tell). May raise RetryableError: "ask again later"."""
+    was not sent (or the channel cannot tell). ``claimed``: provider ids the journal gave
+    to other sends, which are not this one. May raise RetryableError: "ask again later"."""
     log = logger.bind(message_id=outbound.reply_to or "-")
     if not getattr(channel, "can_reconcile", False):
         log.warning("[PIPELINE] a send to chat {} was interrupted and this channel cannot check "
                     "whether it went out: sending again (at least once)", outbound.chat_id)
         return None
-    found: SendResult | None = await channel.find_sent(outbound.chat_id, outbound.text, since)
+    if takes_exclude(channel):
+        found: SendResult | None = await channel.find_sent(
+            outbound.chat_id, outbound.text, since, exclude=claimed)
+    else:
+        found = await channel.find_sent(outbound.chat_id, outbound.text, since)
+        if found is not None and found.message_id in claimed:
+            # Another message's send of the same text: this one cannot be told apart.
+            log.warning("[PIPELINE] the provider's record of chat {} shows only an earlier send "
+                        "of the same text: sending again (at least once)", outbound.chat_id)
+            found = None
     if found is not None:
         log.info("[PIPELINE] interrupted send to chat {} found at the provider (id {}): not repeated",
                  outbound.chat_id, found.message_id)
@@ -51,7 +84,9 @@ async def send_once(channel: Channel, journal: MessageJournal, step: str,
     """Send ``outbound`` as journal step ``step`` (which must not be done yet)."""
     started = journal.started(step)
     if started is not None:
-        found = await reconcile(channel, outbound, started.started_at)
+        claimed = await journal.store.sent_ids(
+            journal.message.tenant, outbound.chat_id, started.started_at - CLAIMED_WINDOW_S)
+        found = await reconcile(channel, outbound, started.started_at, frozenset(claimed))
         if found is not None:
             await journal.finish(step, _done(outbound, found, reconciled=True), audit_for(found, True))
             return found

@@ -46,6 +46,7 @@ from ..errors import PermanentError, RetryableError
 from ..hookspecs import hookimpl
 from ..plugins import PluginSet, load_plugins
 from ..routing import Routing, with_route_key
+from ..sending import takes_exclude
 from ..types import InboundMessage, MessageKind, OutboundMessage, SendResult, Veto
 from .harness import Running, running, write_config
 
@@ -226,12 +227,13 @@ def _implements_find_sent(cls: type) -> bool:
 
 
 async def _look_up(channel: Any, chat_id: str, text: str, since: float,
-                   deadline: float) -> SendResult | None:
+                   deadline: float, exclude: frozenset[str] | None = None) -> SendResult | None:
     """``find_sent``'s answer once it can tell: a RetryableError ("the record lags") is
     asked again after its ``retry_after``, until ``deadline``."""
+    extra = {} if exclude is None else {"exclude": exclude}
     while True:
         try:
-            found: SendResult | None = await channel.find_sent(chat_id, text, since)
+            found: SendResult | None = await channel.find_sent(chat_id, text, since, **extra)
             return found
         except RetryableError as exc:
             left = deadline - time.monotonic()
@@ -254,7 +256,7 @@ class ChannelContract:
         reconciles = getattr(cls, "can_reconcile", False)
         assert isinstance(reconciles, bool), "can_reconcile = True or False"
         assert not reconciles or _implements_find_sent(cls), (
-            "can_reconcile = True: implement async def find_sent(chat_id, text, since)")
+            "can_reconcile = True: implement async def find_sent(chat_id, text, since, *, exclude)")
 
     @_channel_case
     async def test_sent_messages_are_reconciled(self, run: ChannelRun) -> None:
@@ -280,6 +282,12 @@ class ChannelContract:
         assert never is None, f"a message never sent is found: {never}"
         other = await _look_up(run.channel(1), run.driver.chat_id(1), text, since, deadline)
         assert other is None, f"tenant B finds tenant A's message: {other}"
+        if result.message_id is not None and takes_exclude(run.channel(0)):
+            # The same text again, interrupted before it went out: the earlier send (which
+            # another step of the journal owns) is not this one.
+            taken = await _look_up(run.channel(0), chat, text, since, deadline,
+                                   frozenset({result.message_id}))
+            assert taken is None, f"find_sent answers a send listed in exclude: {taken}"
 
     @_channel_case
     async def test_a_delivery_lands_on_its_tenant_once(self, run: ChannelRun) -> None:

@@ -127,6 +127,25 @@ async def test_a_body_cut_short_is_a_read_error() -> None:
         server.close()
 
 
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"],
+                         ids=["not-http", "bad-header"])
+async def test_an_unparsable_answer_is_remote_protocol_error_without_the_url(answer: bytes) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(broken)
+    try:
+        async with client() as http:
+            with pytest.raises(httpx.RemoteProtocolError) as caught:
+                await http.get(url + "/waInstance1/getState/secret-token-in-the-path")
+        assert "secret-token-in-the-path" not in str(caught.value)
+    finally:
+        server.close()
+
+
 async def test_waiting_for_a_pool_slot_past_the_timeout_is_connect_timeout() -> None:
     hold = asyncio.Event()
 

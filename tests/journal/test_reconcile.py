@@ -80,3 +80,47 @@ async def test_a_reply_to_a_not_authorised_instance_is_audited_as_queued(
     assert [a["status"] for a in audit] == ["queued"]
     instance = emulator.instances[INSTANCE]
     assert instance.sent == [] and len(instance.queued) == 1
+
+
+async def test_an_earlier_reply_of_the_same_text_is_not_taken_for_an_interrupted_one(
+        greenapi: tuple[GreenApiEmulator, str], greenapi_config: Callable[..., Path]) -> None:
+    emulator, _ = greenapi
+    update = "Nouveau lead : Jean Dupont, BTP, jean@dupont.fr, +33612345678"
+    async with running(greenapi_config()) as r:
+        for message_id, text in (("3EB0SAME01", LEAD), ("3EB0SAME02", update)):
+            await r.runtime.submit(inbound(message_id, text))
+            await r.settle(20)
+        # The same update again: the same reply text, to the same chat, a moment later.
+        # Its send fails on the way (502, not delivered): the outgoing journal then holds
+        # only the previous message's identical reply, which is not this one.
+        emulator.fail("sendMessage", status=502, times=1)
+        await r.runtime.submit(inbound("3EB0SAME03", update))
+        await r.settle(20)
+        audit = await replies(r.runtime)
+    sent = emulator.instances[INSTANCE].sent
+    assert len(sent) == 3 and sent[1]["message"] == sent[2]["message"]
+    assert len(audit) == 3 and not any(a.get("reconciled") for a in audit), audit
+    assert len({a["provider_message_id"] for a in audit}) == 3
+
+
+async def test_a_channel_without_exclude_gets_a_claimed_answer_treated_as_not_sent() -> None:
+    from maxcore.sending import reconcile, takes_exclude
+    from maxcore.types import OutboundMessage, SendResult
+
+    class OlderChannel:  # find_sent written before `exclude` existed
+        can_reconcile = True
+
+        async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+            return SendResult(message_id="earlier-reply")
+
+    class CurrentChannel(OlderChannel):
+        async def find_sent(self, chat_id: str, text: str, since: float, *,  # type: ignore[override]
+                            exclude: frozenset[str] = frozenset()) -> SendResult | None:
+            return None if "earlier-reply" in exclude else SendResult(message_id="earlier-reply")
+
+    outbound = OutboundMessage(chat_id=CHAT, text="✅ Lead mis à jour")
+    assert not takes_exclude(OlderChannel()) and takes_exclude(CurrentChannel())
+    for channel in (OlderChannel(), CurrentChannel()):
+        assert await reconcile(channel, outbound, 0.0, frozenset({"earlier-reply"})) is None
+        found = await reconcile(channel, outbound, 0.0, frozenset({"another"}))
+        assert found is not None and found.message_id == "earlier-reply"

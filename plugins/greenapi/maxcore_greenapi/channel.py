@@ -314,9 +314,11 @@ class GreenApiChannel(ChannelBase):
             return SendResult(message_id=first_id, status="queued")
         return SendResult(message_id=first_id)
 
-    async def find_sent(self, chat_id: str, text: str, since: float) -> SendResult | None:
+    async def find_sent(self, chat_id: str, text: str, since: float, *,
+                        exclude: frozenset[str] = frozenset()) -> SendResult | None:
         """Look for an interrupted send in the outgoing journal (``lastOutgoingMessages``):
-        every part of ``text`` sent by the API to ``chat_id`` since ``since``. Not there
+        every part of ``text`` sent by the API to ``chat_id`` since ``since``, leaving out
+        the messages in ``exclude`` (an earlier reply of the same text). Not there
         yet while the journal may still lag (``outgoing_journal_lag_s`` from ``since``):
         raise RetryableError so the inbox asks again once the lag has passed."""
         elapsed = time.time() - since
@@ -327,7 +329,8 @@ class GreenApiChannel(ChannelBase):
         found: dict[str, str | None] = {}
         for entry in journal:
             if (entry.get("chatId") == chat_id and entry.get("sendByApi") is not False
-                    and isinstance(entry.get("timestamp"), int) and entry["timestamp"] >= earliest):
+                    and isinstance(entry.get("timestamp"), int) and entry["timestamp"] >= earliest
+                    and entry.get("idMessage") not in exclude):
                 found.setdefault(str(entry.get("textMessage")), entry.get("idMessage"))
         parts = split_message(text)
         log = logger.bind(tenant=self.tenant)
