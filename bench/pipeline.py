@@ -53,6 +53,7 @@ from typing import Any
 
 import httpx
 
+from maxcore.http_client import HttpClient, HttpResponse, Timeout
 from maxcore.testing.server import served_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,28 @@ def rss_mb(pid: int) -> float:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
+
+
+class LoadClient:
+    """The load generator's client: maxcore's own on aiohttp's pool. ``httpx.AsyncClient``
+    on its default pool spent ~7 ms of CPU per request with 64 in flight
+    (bench/http_clients.py): a core of this 2-core machine taken from the server."""
+
+    def __init__(self, base_url: str, connections: int = 64) -> None:
+        self.base_url = base_url
+        self.http = HttpClient(timeout=Timeout(read=120), max_connections=connections)
+
+    async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> HttpResponse:
+        return await self.http.request("POST", self.base_url + path, json=json, headers=headers)
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> HttpResponse:
+        return await self.http.request("GET", self.base_url + path, headers=headers)
+
+    async def __aenter__(self) -> LoadClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.http.aclose()
 
 
 class Profiler:
@@ -242,7 +265,7 @@ async def wait_done(root: Path, count: int, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def post_all(client: httpx.AsyncClient, requests: list[tuple[str, dict[str, Any], dict[str, str]]],
+async def post_all(client: LoadClient, requests: list[tuple[str, dict[str, Any], dict[str, str]]],
                    concurrency: int) -> list[float]:
     """POST each (path, body, headers); the ack latencies. Requests of one chat keep their order
     when ``concurrency`` is 1 per chat (the caller interleaves chats)."""
@@ -262,15 +285,16 @@ async def post_all(client: httpx.AsyncClient, requests: list[tuple[str, dict[str
     return latencies
 
 
-async def health_floor(client: httpx.AsyncClient, pid: int) -> float:
+async def health_floor(client: LoadClient, pid: int) -> float:
     """CPU (ms) per ``GET /api/health`` on this server: the baseline of the run."""
     before = cpu_seconds(pid)
     for _ in range(HEALTH_REQUESTS):
-        (await client.get("/api/health")).raise_for_status()
+        if (await client.get("/api/health")).status_code != 200:
+            raise RuntimeError("GET /api/health failed")
     return (cpu_seconds(pid) - before) * 1000 / HEALTH_REQUESTS
 
 
-async def commit_batches(client: httpx.AsyncClient) -> int:
+async def commit_batches(client: LoadClient) -> int:
     """The inbox's group commits so far (``/api/health``)."""
     answer = await client.get("/api/health", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
     return int(answer.json()["inbox"].get("commit_batches", 0))
@@ -291,9 +315,7 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
     port = servers.port
     n = args.conversations
     try:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
-                                     timeout=120) as client:
+        async with LoadClient(f"http://127.0.0.1:{port}") as client:
             # Idle baseline: one message processed, then its duplicates acknowledged (no work).
             warm = greenapi_requests(1, 1)[0]
             warm = (warm[0], greenapi_body(10_000_000, 9_999_999), warm[2])
@@ -305,11 +327,14 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
             profiler = await asyncio.to_thread(
                 Profiler, args.profile, f"upstreams-w{workers}", [p.pid for p in servers.processes])
             cpu_before = servers.cpu()
+            upstream_before = {kind: cpu_seconds(u.process.pid) for kind, u in upstreams.items()}
             started = time.perf_counter()
             acks = await post_all(client, greenapi_requests(n, n), 64)
             await wait_done(root, n + 1, args.timeout)
             elapsed = time.perf_counter() - started
             cpu = servers.cpu() - cpu_before
+            upstream_cpu = {kind: cpu_seconds(u.process.pid) - upstream_before[kind]
+                            for kind, u in upstreams.items()}
             await asyncio.to_thread(profiler.stop)
             rss = servers.rss()
             after = {kind: upstream.stats() for kind, upstream in upstreams.items()}
@@ -330,6 +355,10 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
         "achieved_over_bound": round(achieved / bound, 3),
         "cpu_ms_per_message": round(cpu * 1000 / n, 2), "health_cpu_ms_per_request": round(floor, 3),
         "rss_mb": round(rss, 1),
+        # The emulators' own CPU (same machine): when it nears a core, they are the limit.
+        "upstream_cpu_ms_per_message": {
+            kind: round(cpu_s * 1000 / n, 2) for kind, cpu_s in upstream_cpu.items()},
+        "run_s": round(elapsed, 1),
         "ack_ms_p50": round(percentile(acks, 0.5) * 1000, 1),
         "ack_ms_p99": round(percentile(acks, 0.99) * 1000, 1),
         "idle_ack_ms_p50": round(percentile(idle_acks, 0.5) * 1000, 1),
@@ -346,7 +375,7 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
     config = write_config(root, 8, tenant)
     process, port = await asyncio.to_thread(start_server, root, config)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        async with LoadClient(f"http://127.0.0.1:{port}") as client:
             if upstream is not None:
                 requests = greenapi_requests(n, chats)
             else:

@@ -35,6 +35,32 @@ async def test_many_writers_share_few_commits_and_each_gets_its_result(tmp_path:
         assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 300
 
 
+async def test_a_failing_operation_is_rolled_back_alone_its_neighbours_commit(tmp_path: Path) -> None:
+    committer = GroupCommitter(table(tmp_path / "inbox.sqlite3"))
+    committer.start()
+    ran: list[int] = []
+
+    def insert(n: int) -> object:
+        def run(conn: sqlite3.Connection) -> object:
+            ran.append(n)
+            conn.execute("INSERT INTO t VALUES (?)", (n,))
+            if n == 3:  # wrote a row, then failed: that row must not stay
+                raise sqlite3.IntegrityError("refused")
+            return n
+        return run
+
+    try:
+        results = await asyncio.gather(*(committer.write(insert(n)) for n in range(6)),
+                                       return_exceptions=True)
+    finally:
+        await committer.close()
+    assert [r if not isinstance(r, Exception) else "failed" for r in results] == [0, 1, 2, "failed", 4, 5]
+    # One batch: run whole until the failure, undone, then run operation by operation.
+    assert committer.batches == 1 and ran == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
+    with sqlite3.connect(tmp_path / "inbox.sqlite3") as check:
+        assert sorted(n for (n,) in check.execute("SELECT n FROM t")) == [0, 1, 2, 4, 5]
+
+
 @pytest.fixture
 async def locked(tmp_path: Path) -> AsyncIterator[tuple[GroupCommitter, sqlite3.Connection]]:
     """A running committer, and another connection holding the write lock (as another

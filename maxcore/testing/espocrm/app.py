@@ -31,7 +31,16 @@ from . import records as rec
 from .admin import Admin, Directory
 from .auth import ApiUser, Authenticator, LockedOut, Unauthorized
 from .metadata import DUPLICATE_CHECK_ENTITIES, EntityDefs, Metadata
-from .query import BadRequest, Forbidden, check_where, list_params, matches, sort_key
+from .query import (
+    BadRequest,
+    Forbidden,
+    check_where,
+    equality_keys,
+    fold,
+    list_params,
+    matches,
+    sort_key,
+)
 from .store import Store
 from .validation import ValidationFailure, validate
 
@@ -318,7 +327,7 @@ class EspoEmulator:
             return _error(400, str(exc))
         except Forbidden as exc:
             return _error(403, str(exc))
-        rows = [row for row in self.store.scan(entity.name)
+        rows = [row for row in self._candidates(entity.name, params.where)
                 if all(matches(row[1], item) for item in params.where)]
         order_by = params.order_by or entity.collection.get("orderBy") or "createdAt"
         order = params.order or str(entity.collection.get("order", "desc")).upper()
@@ -332,6 +341,19 @@ class EspoEmulator:
         return JSONResponse({"total": total, "list": [
             rec.render(entity, record, self.user_names, params.select) for _seq, record in page
         ]})
+
+    def _candidates(self, entity: str, where: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+        """The records a where list can match: those holding the value of its most selective
+        top-level ``equals`` (from an index), else every record."""
+        best: list[tuple[int, dict[str, Any]]] | None = None
+        for item in where:
+            attribute, wanted = item.get("attribute"), item.get("value")
+            if item.get("type") != "equals" or not isinstance(attribute, str) or wanted is None:
+                continue
+            found = self.store.lookup(entity, attribute, equality_keys(attribute), fold(wanted))
+            if found is not None and (best is None or len(found) < len(best)):
+                best = found
+        return best if best is not None else self.store.scan(entity)
 
     async def _create(self, request: Request, entity: EntityDefs, user: ApiUser) -> Response:
         body = await self._json_body(request)

@@ -7,9 +7,10 @@ comparison, ``NULL`` never equal to anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -143,6 +144,22 @@ def _values(record: Mapping[str, Any], attribute: str) -> list[Any]:
     if data_key and record.get(data_key):
         return [item.get(attribute) for item in record[data_key]] or [None]
     return [record.get(attribute)]
+
+
+def fold(value: Any) -> Any:
+    """How ``equals`` compares values (strings case-insensitively)."""
+    return _fold(value)
+
+
+@functools.cache
+def equality_keys(attribute: str) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """What an ``equals`` on ``attribute`` compares a record by: its folded values (the
+    keys of :meth:`Store.lookup`'s index, so the index finds every record it matches)."""
+
+    def keys(record: Mapping[str, Any]) -> list[Any]:
+        return [_fold(v) for v in _values(record, attribute) if v is not None]
+
+    return keys
 
 
 def check_where(items: list[dict[str, Any]], entity: EntityDefs) -> None:

@@ -103,6 +103,28 @@ def test_where_bracket_encoding(api: httpx.Client, seeded: dict[str, str]) -> No
     assert bad.status_code == 400 and "nope" in bad.headers["X-Status-Reason"]
 
 
+def test_equals_answers_the_same_from_its_index_through_writes(api: httpx.Client,
+                                                              seeded: dict[str, str]) -> None:
+    def equals(attribute: str, value: str) -> list[str]:
+        return _names(api.get("/Lead", params=[
+            ("where[0][type]", "equals"), ("where[0][attribute]", attribute), ("where[0][value]", value),
+            ("orderBy", "lastName"), ("order", "asc")]))
+
+    assert equals("emailAddress", "ALPHA@x.fr") == ["Alpha"]  # folded like MariaDB
+    assert equals("tenantId", "a") == ["Alpha", "Bravo", "Delta"]
+    # Created after the index was built: found; a second address counts as well.
+    _create(api, lastName="Echo", tenantId="a", emailAddress="echo@x.fr",
+            emailAddressData=[{"emailAddress": "echo@x.fr", "primary": True},
+                              {"emailAddress": "alpha@x.fr", "primary": False}])
+    assert equals("emailAddress", "alpha@x.fr") == ["Alpha", "Echo"]
+    # An update moves the record to its new value, a delete removes it.
+    assert api.put(f"/Lead/{seeded['Alpha']}", json={"emailAddress": "new@x.fr"}).status_code == 200
+    assert equals("emailAddress", "new@x.fr") == ["Alpha"]
+    assert equals("emailAddress", "alpha@x.fr") == ["Echo"]
+    assert api.delete(f"/Lead/{seeded['Delta']}").status_code == 200
+    assert equals("tenantId", "a") == ["Alpha", "Bravo", "Echo"]
+
+
 def test_search_params_json(api: httpx.Client, seeded: dict[str, str]) -> None:
     params = {"where": [{"type": "equals", "attribute": "tenantId", "value": "a"}],
               "select": ["lastName"], "maxSize": 2, "offset": 1, "orderBy": "lastName", "order": "desc"}
