@@ -13,7 +13,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -22,23 +22,10 @@ import pytest
 
 from maxcore.http_client import HttpClient, HttpResponse, Timeout
 from maxcore.http_pool import HttpClients
+from tests.core.raw_http import read_request, serve
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 MAYBE_SENT = (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError)
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    return head + await reader.readexactly(length)
-
-
-async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
 
 
 @attrs.define
