@@ -12,8 +12,8 @@ reached the server decides whether a send can be repeated safely, so this module
 them again from the aiohttp cause: connect failures and connect/pool timeouts are
 ``ConnectError`` / ``ConnectTimeout`` (nothing sent); a drop or a read timeout after
 sending is ``RemoteProtocolError`` / ``ReadError`` / ``ReadTimeout`` (maybe sent).
-The helpers take the ``httpx`` module they raise for, so the OpenAI SDK's ``httpx2``
-clients get the same mapping (``maxcore_openai``).
+The helpers take the ``httpx`` module they raise for (``httpx``, or ``httpx2`` for a
+plugin whose SDK speaks it); :mod:`maxcore.http_client` raises the same mapping.
 """
 
 from __future__ import annotations

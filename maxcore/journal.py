@@ -158,14 +158,14 @@ class MessageJournal:
         record = self.records.get(step)
         return record if record is not None and record.state == STARTED else None
 
-    async def _write(self, write: JournalWrite) -> float:
-        """``write`` after the noted steps, in one commit; its start time."""
-        writes = [*self._noted, write]
+    async def _write(self, write: JournalWrite | None = None) -> float:
+        """The noted steps, then ``write``, in one commit; the last one's start time."""
+        writes = [*self._noted, *([write] if write is not None else [])]
         self._noted = []
-        started_at = (await self.store.record_batch(self.message, writes))[-1]
+        started = await self.store.record_batch(self.message, writes)
         if any(w.audits for w in writes):
             self._on_audit()
-        return started_at
+        return started[-1]
 
     async def start(self, step: str, request: dict[str, Any]) -> float:
         """Record that a step with an outside effect is about to run (with what it will
@@ -190,10 +190,7 @@ class MessageJournal:
     async def flush(self) -> None:
         """Make the noted steps durable (before something with an outside effect runs)."""
         if self._noted:
-            writes, self._noted = self._noted, []
-            await self.store.record_batch(self.message, writes)
-            if any(w.audits for w in writes):
-                self._on_audit()
+            await self._write()
 
     def finish_later(self, step: str, result: dict[str, Any],
                      audits: Sequence[AuditEntry] = ()) -> None:

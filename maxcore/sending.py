@@ -9,6 +9,7 @@ is asked first; a channel that cannot is sent to again (at least once).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, cast
@@ -35,19 +36,17 @@ CLAIMED_WINDOW_S = 600.0
 
 def takes_exclude(channel: Any) -> bool:
     """Whether ``channel.find_sent`` accepts ``exclude`` (channels written before it do not)."""
-    cls = type(channel)
-    known = _TAKES_EXCLUDE.get(cls)
-    if known is None:
-        try:
-            parameters = inspect.signature(channel.find_sent).parameters
-        except (TypeError, ValueError):
-            parameters = {}  # type: ignore[assignment]
-        known = _TAKES_EXCLUDE[cls] = "exclude" in parameters or any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    return known
+    return _class_takes_exclude(type(channel))  # type: ignore[arg-type]  # classes hash
 
 
-_TAKES_EXCLUDE: dict[type, bool] = {}
+@functools.cache
+def _class_takes_exclude(cls: type) -> bool:
+    try:
+        parameters = inspect.signature(cls.find_sent).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "exclude" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 async def reconcile(channel: Any, outbound: OutboundMessage, since: float,
