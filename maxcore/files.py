@@ -42,13 +42,23 @@ def create_private_file(path: Path) -> None:
 def connect_private(path: Path, **kwargs: Any) -> sqlite3.Connection:
     """``sqlite3.connect`` to a database file that only its owner can read (0600)."""
     create_private_file(path)
-    return sqlite3.connect(path, **kwargs)
+    conn = sqlite3.connect(path, **kwargs)
+    # Statement journals and sorts in memory: on disk each one was a file created, written
+    # and unlinked in /var/tmp (several syscalls, up to hundreds of KB) for nearly every
+    # write transaction. They never hold durable data, so memory loses nothing.
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
 
 
 def in_write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """``fn(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back if it raises
     (the write lock is taken first, so a busy database waits here, not mid-way)."""
     conn.execute("BEGIN IMMEDIATE")
+    return commit_after(conn, fn)
+
+
+def commit_after(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(conn)`` in the transaction just begun, then COMMIT; ROLLBACK if it raises."""
     try:
         result = fn(conn)
     except BaseException:
