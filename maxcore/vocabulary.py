@@ -12,6 +12,7 @@ list of allowed values so the model can correct itself.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,9 +37,29 @@ _LIGATURES = str.maketrans({"œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae"})
 
 def fold(text: str) -> str:
     """Lower-case, accents removed, spaces squeezed: the key values are compared by."""
+    if len(text) <= _FOLD_CACHED_CHARS:
+        return _fold_cached(text)
+    return _fold(text)
+
+
+# Vocabulary words and short field values come back at every message; long texts do not.
+_FOLD_CACHED_CHARS = 80
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_cached(text: str) -> str:
+    return _fold(text)
+
+
+def _fold(text: str) -> str:
+    if text.isascii():  # nothing to decompose: casefold and squeeze only
+        return _SPACES.sub(" ", text.casefold()).strip()
     decomposed = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"[\s_]+", " ", stripped.casefold()).strip()
+    return _SPACES.sub(" ", stripped.casefold()).strip()
+
+
+_SPACES = re.compile(r"[\s_]+")
 
 
 class FieldType(enum.StrEnum):

@@ -101,7 +101,7 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
         for key in [k for k in nested if k in TENANT_ARGUMENTS]:
             nested.pop(key)
             ignored.append(f"fields.{key}")
-    validator = jsonschema.Draft202012Validator(tool.accepts or tool.parameters)
+    validator = _validator(tool.accepts or tool.parameters)
     errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
     if errors:
         parts = []
@@ -110,6 +110,24 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
             parts.append(f"{where}: {error.message}")
         raise ToolError(f"invalid arguments for {tool.name}: " + "; ".join(parts))
     return arguments, ignored
+
+
+# Building a validator checks the schema and sets up its resolver: several times the cost
+# of validating a few arguments. Keyed by the schema's identity (a tenant's tools keep
+# theirs until a reload builds new ones); the schema is held so its id is not reused.
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft202012Validator]] = {}
+_MAX_VALIDATORS = 4096
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    if len(_VALIDATORS) >= _MAX_VALIDATORS:  # reloads made the old tools garbage
+        _VALIDATORS.clear()
+    validator = jsonschema.Draft202012Validator(schema)
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
 
 
 __all__ = ["TENANT_ARGUMENTS", "SchemaBuilder", "Tool", "ToolContext", "ToolFunction", "parse_arguments"]

@@ -171,3 +171,33 @@ def test_offline_does_not_call_tools_it_was_not_given():
     reply = decide(LLMRequest(system="", messages=(ChatTurn(role=Role.USER, content=(
         "Nouveau lead : Jean Dupont, jean@dupont.fr")),), tools=()))
     assert reply.tool_calls == ()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("  Bâtiment_et   Travaux ", "batiment et travaux"),
+    ("Œuvre", "oeuvre"),
+    ("STRASSE", "strasse"),
+    ("Straße", "strasse"),
+    ("BTP\t\n_x", "btp x"),
+    ("é" * 100, "e" * 100),  # longer than the cached size: the same answer
+])
+def test_fold_lowercases_strips_accents_and_squeezes(text: str, expected: str) -> None:
+    from maxcore.vocabulary import fold
+
+    assert fold(text) == expected
+    assert fold(text) == expected  # the second answer comes from the cache
+
+
+def test_parse_arguments_reuses_a_validator_and_still_reports_errors() -> None:
+    from maxcore.tools import Tool, parse_arguments
+
+    async def nothing(ctx: object, arguments: object) -> dict[str, object]:
+        return {}
+
+    tool = Tool(name="t", description="d", function=nothing, parameters={
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    assert parse_arguments(tool, '{"n": 1}') == ({"n": 1}, [])
+    with pytest.raises(ToolError, match="n: 'x' is not of type 'integer'"):
+        parse_arguments(tool, '{"n": "x"}')
+    with pytest.raises(ToolError, match="'n' is a required property"):
+        parse_arguments(tool, "{}")
