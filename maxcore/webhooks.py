@@ -133,9 +133,28 @@ def decode_json(body: bytes | str) -> Any:
     except RecursionError:
         # The decoder recurses per level: past the interpreter's limit it says so here.
         raise BodyRejected(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if text.isascii() and "\\u" not in text and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH and not _holds_surrogate(text):
         return data  # no string can hold a surrogate, no nesting can pass the bound
     return clean_tree(data)
+
+
+# A JSON escape that decodes to a surrogate (a pair or a lone one: the walk tells).
+_ESCAPED_SURROGATE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _holds_surrogate(text: str) -> bool:
+    """Whether a string decoded from ``text`` may hold a lone surrogate: ``text`` has one
+    itself (bytes let through by ``surrogatepass``) or escapes one. Both checks run in C,
+    where walking the decoded document string by string did not."""
+    if _ESCAPED_SURROGATE_RE.search(text):
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_body(request: WebhookRequest) -> dict[str, Any]:
