@@ -13,6 +13,7 @@ or a permanent error; ``maxcore inbox retry`` puts it back to ``pending``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import sqlite3
 import time
@@ -111,6 +112,7 @@ def decode_message(payload: str) -> InboundMessage:
 # How long a write waits for another process's write lock before it fails.
 BUSY_TIMEOUT_MS = 10_000
 LOCK_RETRY_S = 0.001  # how often a group commit tries again for another process's lock
+CLOSE_WAIT_S = 15.0  # how long closing waits for the last batches
 
 
 def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
@@ -161,13 +163,14 @@ class _Op:
 class GroupCommitter:
     """Serialises writes on one connection and commits them in batches.
 
-    A batch runs on the event loop's thread, statements and COMMIT alike, between two
-    awaits. Run in a worker thread, each statement gave the interpreter lock back and
-    waited to retake it behind a busy event loop (up to the 5 ms switch interval each
-    time): with 256 writers and a loaded loop, a batch's COMMIT took 0.2-0.6 s and a
-    write's p99 reached 1.8 s, against 1 ms per batch and a p99 of 7 ms on the loop's
-    thread. The loop waits for the fsync instead (a fraction of a millisecond on a local
-    SSD, a few on a network disk), once per batch, not once per write.
+    A batch's statements run on the event loop's thread, between two awaits. Run in a
+    worker thread, each statement gave the interpreter lock back and waited to retake it
+    behind a busy event loop (up to the 5 ms switch interval each time): with 256
+    writers and a loaded loop, a batch's COMMIT took 0.2-0.6 s and a write's p99 reached
+    1.8 s, against 1 ms per batch on the loop's thread. Its COMMIT alone (the fsync) runs
+    in a thread of its own: one hand-over per batch, and the loop serves requests during
+    the fsync instead of waiting for it (on the loop, the fsync bounded webhook intake
+    at one batch per fsync). What callers queue meanwhile forms the next batch.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -179,6 +182,10 @@ class GroupCommitter:
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._lock_wait = asyncio.Event()  # set while a batch waits for another process's lock
+        # One thread for the COMMITs: never queued behind other work in the default pool.
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inbox-commit")
         self.batches = 0
         self.largest_batch = 0
 
@@ -214,6 +221,7 @@ class GroupCommitter:
         while True:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
+                self._lock_wait.clear()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
@@ -221,15 +229,18 @@ class GroupCommitter:
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + BUSY_TIMEOUT_MS / 1000
                 if now >= deadline:
+                    self._lock_wait.clear()
                     raise
+            self._lock_wait.set()
             await asyncio.sleep(LOCK_RETRY_S)
 
     def _apply(self, batch: Sequence[_Op]) -> list[tuple[bool, Any]]:
-        """Run ``batch`` in the transaction :meth:`_begin` opened and commit it. When an
-        operation fails, the batch is undone and run again with each operation in its own
-        savepoint: the one that fails is rolled back alone and reported to its caller, its
-        neighbours commit. (Savepoints for every operation cost two statements each, on
-        every batch, for a failure that almost never happens.)"""
+        """Run ``batch`` in the transaction :meth:`_begin` opened (:meth:`_commit` ends
+        it). When an operation fails, the batch is undone and run again with each
+        operation in its own savepoint: the one that fails is rolled back alone and
+        reported to its caller, its neighbours commit. (Savepoints for every operation
+        cost two statements each, on every batch, for a failure that almost never
+        happens.)"""
         conn = self._conn
         try:
             outcomes: list[tuple[bool, Any]] = []
@@ -241,12 +252,25 @@ class GroupCommitter:
                 conn.execute("ROLLBACK TO batch")
                 conn.execute("RELEASE batch")
                 outcomes = self._apply_isolated(batch)
-            conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback()
             raise
         return outcomes
+
+    async def _commit(self) -> None:
+        """COMMIT in the commit thread. The loop goes on meanwhile, but nothing else
+        touches the connection: the next batch starts once this one returned."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._committer, self._conn.execute, "COMMIT")
+        except asyncio.CancelledError:
+            raise  # the thread still ends its COMMIT: close() waits for it, the loop must not
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _apply_isolated(self, batch: Sequence[_Op]) -> list[tuple[bool, Any]]:
         conn = self._conn
@@ -262,7 +286,7 @@ class GroupCommitter:
         return outcomes
 
     async def _loop(self) -> None:
-        while True:
+        while not (self._closing and not self._ops):
             await self._wake.wait()
             self._wake.clear()
             while self._ops:
@@ -273,6 +297,7 @@ class GroupCommitter:
                 try:
                     await self._begin()
                     outcomes = self._apply(batch)
+                    await self._commit()
                 except Exception as exc:  # noqa: BLE001 - the commit itself failed: nothing stored
                     logger.opt(exception=exc).error(
                         "[INBOX] commit of {} operation(s) failed: {}", len(batch), exc)
@@ -304,15 +329,22 @@ class GroupCommitter:
                 op.future.set_result(result)
 
     async def close(self) -> None:
-        """Commit what is queued, then stop (a batch never spans an await: none is cut)."""
-        while self._ops:
-            await asyncio.sleep(0.005)  # bounded: the loop empties _ops batch by batch
-            if self._task is None or self._task.done():
-                break
+        """Commit what is queued (and what is queued meanwhile), then stop. A batch that
+        waits for another process's write lock is cut: its callers are told the inbox
+        closed."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
+            # The loop ends once nothing is queued, unless a batch waits for another
+            # process's lock (cut at once: it never began).
+            locked = asyncio.ensure_future(self._lock_wait.wait())
+            await asyncio.wait({self._task, locked}, timeout=CLOSE_WAIT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            locked.cancel()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._committer.shutdown(wait=True)  # a cut COMMIT still ends before the connection closes
         # A batch cancelled while it waited for the lock never began: its callers fail.
         for op in (*self._batch, *self._ops):
             if not op.future.done():
