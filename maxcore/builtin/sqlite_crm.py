@@ -147,7 +147,7 @@ class SqliteCRM(SqliteConnector, CRMBase):
                 return UpsertResult(lead=_get(conn, tenant, lead_id), created=True)
             return UpsertResult(lead=_update(conn, tenant, row, lead), created=False)
 
-        return await self.db.transaction(work)
+        return await self.db.write(work)
 
     async def update_lead(self, lead_id: str, lead: Lead) -> Lead | None:
         tenant = self.tenant
@@ -157,7 +157,7 @@ class SqliteCRM(SqliteConnector, CRMBase):
                                (lead_id, tenant)).fetchone()
             return None if row is None else _update(conn, tenant, row, lead)
 
-        return await self.db.transaction(work)
+        return await self.db.write(work)
 
     async def search_leads(self, query: LeadQuery) -> list[Lead]:
         clauses, params = ["tenant_id = ?"], [self.tenant]
@@ -204,10 +204,10 @@ class SqliteCRM(SqliteConnector, CRMBase):
             raise ToolError(f"entity {entity!r} is not available; allowed: {', '.join(self.entities)}")
         record_id = uuid.uuid4().hex[:17]
         clean = {k: v for k, v in fields.items() if k not in ("tenantId", "tenant_id", "id")}
-        await self.db.execute(
+        await self.db.write(lambda conn: conn.execute(
             "INSERT INTO records (id, tenant_id, entity, fields, created_at) VALUES (?, ?, ?, ?, ?)",
             (record_id, self.tenant, entity, json.dumps(clean), time.time()),
-        )
+        ))
         return Record(entity=entity, id=record_id, fields=clean)
 
 

@@ -8,10 +8,10 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from ..connectors import ConnectorBase, ConnectorContext
-from ..files import connect_private, in_write_transaction
+from ..files import commit_after, connect_private, in_write_transaction
 from ..types import Health
 
 T = TypeVar("T")
@@ -30,6 +30,14 @@ class SharedFile:
         self.lock = threading.Lock()
         self.schemas: set[str] = set()
         self.users = 0
+        self.commits_since_checkpoint = 0
+        self.checkpoint: asyncio.Future[None] | None = None
+
+    def checkpoint_due(self) -> bool:
+        """Count a write; whether the WAL is due a checkpoint (automatic ones are off: on
+        the loop's thread one would stall every request for its fsync)."""
+        self.commits_since_checkpoint += 1
+        return self.commits_since_checkpoint >= CHECKPOINT_EVERY
 
     def close(self) -> None:
         # Under the lock: closing a connection while a worker thread runs a statement on
@@ -44,9 +52,20 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = connect_private(path, check_same_thread=False, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoints run in a worker thread every CHECKPOINT_EVERY writes (SqliteDB.write),
+    # and when the last connection closes.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
+
+
+BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_EVERY = 256  # writes between two WAL checkpoints (a few MB of WAL at most)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 # Open database files by resolved path: one SharedFile per file in the process.
@@ -61,6 +80,29 @@ def _key(path: Path) -> str:
 def open_files() -> int:
     """How many database files the embedded connectors hold open (tests, health)."""
     return len(_FILES)
+
+
+def _checkpoint(shared: SharedFile) -> None:
+    """Copy the WAL into the database, under ``shared.lock`` in a worker thread."""
+    shared.commits_since_checkpoint = 0
+    if str(shared.path) != ":memory:":
+        shared.writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _write_now(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+    """``fn`` in a write transaction if the write lock is free right now: (True, its
+    result), or (False, None) with nothing done. Never waits for another process."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                return False, None
+            raise
+        return True, commit_after(conn, fn)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 class SqliteDB:
@@ -118,7 +160,46 @@ class SqliteDB:
         with shared.lock:
             if self._file is None:
                 raise RuntimeError(f"database {self.path} is not open")
-            return fn(shared.writer)
+            result = fn(shared.writer)
+            if shared.checkpoint_due():
+                _checkpoint(shared)
+            return result
+
+    def _checkpoint(self) -> None:
+        shared = self._file
+        if shared is None:
+            return
+        with shared.lock:
+            try:
+                _checkpoint(shared)
+            except sqlite3.Error:  # closed meanwhile, or busy: the next one catches up
+                pass
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A small write transaction (a few statements on an index) on the event loop's
+        thread; in a worker thread, as :meth:`transaction`, when a thread is using the
+        connection or another process holds the write lock.
+
+        A thread hop costs more than such a transaction: handing the statements to a
+        thread and taking the result back woke threads and moved the interpreter lock
+        several times per message. With ``synchronous=NORMAL`` a WAL commit does not
+        wait for the disk, and checkpoints run in a thread (CHECKPOINT_EVERY writes).
+        """
+        shared = self._shared()
+        if shared.lock.acquire(blocking=False):
+            try:
+                if self._file is None:
+                    raise RuntimeError(f"database {self.path} is not open")
+                done, result = _write_now(shared.writer, fn)
+                if done:
+                    result = cast(T, result)
+                    if shared.checkpoint_due() and shared.checkpoint is None:
+                        shared.checkpoint = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
+                        shared.checkpoint.add_done_callback(lambda _: setattr(shared, "checkpoint", None))
+                    return result
+            finally:
+                shared.lock.release()
+        return await self.transaction(fn)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer connection, in a worker thread."""

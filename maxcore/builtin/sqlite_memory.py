@@ -89,7 +89,7 @@ class SqliteMemory(SqliteConnector):
                 rows,
             )
 
-        await self.db.transaction(work)
+        await self.db.write(work)
 
     async def facts(self, chat_id: str) -> dict[str, Any]:
         rows = self.db.read(  # one chat's facts, on the primary key
@@ -99,12 +99,12 @@ class SqliteMemory(SqliteConnector):
         return {row["key"]: json.loads(row["value"]) for row in rows}
 
     async def remember(self, chat_id: str, key: str, value: Any) -> None:
-        await self.db.execute(
+        await self.db.write(lambda conn: conn.execute(
             "INSERT INTO tenant_memory (tenant_id, chat_id, key, value, updated_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, chat_id, key) "
             "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (self.tenant, chat_id, key, json.dumps(value), time.time()),
-        )
+        ))
 
     async def audit_batch(self, entries: Sequence[AuditEntry]) -> None:
         rows = [
@@ -120,7 +120,7 @@ class SqliteMemory(SqliteConnector):
                 rows,
             )
 
-        await self.db.transaction(work)
+        await self.db.write(work)
 
     async def audit_log(
         self, *, since: float | None = None, action: str | None = None, limit: int = 1000
