@@ -1,5 +1,6 @@
-"""The group committer runs batches on the event loop's thread, and never makes the loop
-wait for another process's write lock: that wait happens in a worker thread."""
+"""The group committer runs a batch's statements on the event loop's thread and its
+COMMIT in a thread of its own, and never makes the loop wait for another process's
+write lock."""
 
 from __future__ import annotations
 
@@ -104,3 +105,25 @@ async def test_closing_while_a_batch_waits_for_the_lock_fails_it_cleanly(
     assert write.done() and write.exception() is not None
     with sqlite3.connect(tmp_path / "inbox.sqlite3") as check:
         assert check.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+
+
+async def test_statements_run_on_the_loop_and_the_commit_in_its_own_thread(tmp_path: Path) -> None:
+    conn = table(tmp_path / "inbox.sqlite3")
+    threads: dict[str, set[int]] = {}
+    conn.set_trace_callback(lambda sql: threads.setdefault(sql.split()[0], set()).add(threading.get_ident()))
+    committer = GroupCommitter(conn)
+    committer.start()
+    loop_thread = threading.get_ident()
+    queued_during_commit: list[int] = []
+    try:
+        first = committer.write(lambda c: c.execute("INSERT INTO t VALUES (1)").lastrowid)
+        await asyncio.sleep(0)  # the batch begins, its COMMIT goes to the thread
+        # Queued while the first COMMIT may still run: committed by the next batch.
+        second = committer.write(lambda c: queued_during_commit.append(1) or c.execute(
+            "INSERT INTO t VALUES (2)").lastrowid)
+        assert await asyncio.gather(first, second) == [1, 2]
+    finally:
+        await committer.close()
+    assert threads["INSERT"] == {loop_thread}
+    assert loop_thread not in threads["COMMIT"] and len(threads["COMMIT"]) == 1
+    assert queued_during_commit == [1]
