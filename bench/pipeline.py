@@ -7,7 +7,8 @@ and maxcore's CPU per message.
 
 Scenarios (each one ``maxcore serve`` process with its own data dir; the emulators run
 in their own processes, ``bench/upstream.py``, so their CPU is neither counted as
-maxcore's nor serialised on one interpreter lock with the load generator):
+maxcore's nor serialised on one interpreter lock with the load generator; they are served
+by aiohttp, lighter than the tests' hypercorn, unless ``--upstream-server hypercorn``):
 
 - ``upstreams``: one Green-API tenant wired to EspoCRM and OpenAI emulators behind a
   fixed added latency (LLM ``--llm-ms``, CRM ``--crm-ms``, Green-API ``sendMessage``
@@ -143,10 +144,10 @@ def greenapi_body(n: int, chat: int) -> dict[str, Any]:
 class Upstream:
     """An emulator process (bench/upstream.py) and its counters."""
 
-    def __init__(self, kind: str, latency_ms: float, root: Path) -> None:
+    def __init__(self, kind: str, latency_ms: float, root: Path, server: str = "aiohttp") -> None:
         port_file = root / f"{kind}.port"
         self.process = subprocess.Popen([sys.executable, str(UPSTREAM), kind, str(latency_ms),
-                                         str(port_file)], stdout=subprocess.DEVNULL)
+                                         str(port_file), server], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not port_file.exists() or not port_file.read_text():
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -307,9 +308,10 @@ def greenapi_requests(n: int, chats: int) -> list[tuple[str, dict[str, Any], dic
 
 async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"maxcore-bench-w{workers}-"))
-    upstreams = {"greenapi": Upstream("greenapi", args.send_ms, root),
-                 "espocrm": Upstream("espocrm", args.crm_ms, root),
-                 "openai": Upstream("openai", args.llm_ms, root)}
+    server = args.upstream_server
+    upstreams = {"greenapi": Upstream("greenapi", args.send_ms, root, server),
+                 "espocrm": Upstream("espocrm", args.crm_ms, root, server),
+                 "openai": Upstream("openai", args.llm_ms, root, server)}
     config = write_config(root, workers, greenapi_tenant({k: u.url for k, u in upstreams.items()}))
     servers = await asyncio.to_thread(Servers, root, config, args.split)
     port = servers.port
@@ -370,7 +372,7 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"maxcore-bench-{channel}-"))
     chats, per_chat = args.chats, args.per_chat
     n = chats * per_chat
-    upstream = Upstream("greenapi", 0, root) if channel == "greenapi" else None
+    upstream = Upstream("greenapi", 0, root, args.upstream_server) if channel == "greenapi" else None
     tenant = greenapi_tenant({"greenapi": upstream.url}) if upstream else WEBCHAT_TENANT
     config = write_config(root, 8, tenant)
     process, port = await asyncio.to_thread(start_server, root, config)
@@ -428,6 +430,8 @@ def main() -> None:
     parser.add_argument("--per-chat", type=int, default=4, help="offline scenarios: messages per chat")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the measured phase here")
+    parser.add_argument("--upstream-server", choices=["aiohttp", "hypercorn"], default="aiohttp",
+                        help="what serves the emulators (bench/upstream.py): aiohttp is lighter")
     args = parser.parse_args()
     print(f"pipeline bench on {os.cpu_count()} cores")
     if args.scenario in ("all", "offline-webchat", "offline-greenapi"):
