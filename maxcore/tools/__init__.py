@@ -12,6 +12,7 @@ import jsonschema
 from ..config.models import AssistantConfig
 from ..connectors import CRM, LLM, Channel, ConnectorContext, Memory
 from ..errors import ToolError
+from ..identity_cache import IdentityCache
 from ..types import AuditEntry, InboundMessage, ToolSpec
 from ..vocabulary import LeadSchema
 
@@ -113,21 +114,9 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
 
 
 # Building a validator checks the schema and sets up its resolver: several times the cost
-# of validating a few arguments. Keyed by the schema's identity (a tenant's tools keep
-# theirs until a reload builds new ones); the schema is held so its id is not reused.
-_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft202012Validator]] = {}
-_MAX_VALIDATORS = 4096
-
-
-def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-    cached = _VALIDATORS.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    if len(_VALIDATORS) >= _MAX_VALIDATORS:  # reloads made the old tools garbage
-        _VALIDATORS.clear()
-    validator = jsonschema.Draft202012Validator(schema)
-    _VALIDATORS[id(schema)] = (schema, validator)
-    return validator
+# of validating a few arguments. A tenant's tools keep their schemas until a reload.
+_validator: IdentityCache[dict[str, Any], jsonschema.Draft202012Validator] = IdentityCache(
+    jsonschema.Draft202012Validator)
 
 
 __all__ = ["TENANT_ARGUMENTS", "SchemaBuilder", "Tool", "ToolContext", "ToolFunction", "parse_arguments"]

@@ -51,7 +51,7 @@ from loguru import logger
 from maxcore.config.models import FieldValueError, http_url, in_range, non_empty, one_of
 from maxcore.connectors import ConnectorBase, ConnectorContext
 from maxcore.errors import MaxcoreError, PermanentError, RetryableError
-from maxcore.http_client import HttpClient, Timeout
+from maxcore.http_client import JSON_HEADERS, HttpClient, Timeout
 from maxcore.types import Health, LLMReply, LLMRequest, Role
 
 from .errors import (
@@ -64,7 +64,16 @@ from .errors import (
     map_transport,
     retry_after_of,
 )
-from .translate import messages_of, reply_of, tool_of
+from .translate import messages_of, reply_of, tool_json, tool_of
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@attrs.frozen
+class Encoded:
+    """A request body already encoded as JSON."""
+
+    content: bytes
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Sent as the bearer when no key is set, as OpenAI's SDK does: keyless servers (Ollama,
@@ -134,6 +143,7 @@ class OpenAILLM(ConnectorBase):
             self._headers["OpenAI-Organization"] = config.organization
         if config.project:
             self._headers["OpenAI-Project"] = config.project
+        self._json_headers = {**self._headers, **JSON_HEADERS}  # with a body encoded here
 
     async def open(self) -> None:
         if self._http is None:
@@ -157,9 +167,20 @@ class OpenAILLM(ConnectorBase):
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
         """The Chat Completions parameters for ``request`` (what goes on the wire)."""
-        body: dict[str, Any] = {"model": self.config.model, "messages": messages_of(request)}
+        body = self._body_without_tools(request)
         if request.tools:
             body["tools"] = [tool_of(spec) for spec in request.tools]
+        return body
+
+    def encoded_body(self, request: LLMRequest) -> bytes:
+        """:meth:`body` as the JSON sent, the tools' schemas spliced in already encoded."""
+        text = _encode(self._body_without_tools(request))
+        if request.tools:
+            text = f'{text[:-1]},"tools":[{",".join(tool_json(spec) for spec in request.tools)}]}}'
+        return text.encode()
+
+    def _body_without_tools(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.config.model, "messages": messages_of(request)}
         if self.config.temperature is not None:
             body["temperature"] = self.config.temperature
         if self.config.max_output_tokens is not None:
@@ -192,8 +213,13 @@ class OpenAILLM(ConnectorBase):
 
     async def _call_once(self, method: str, path: str, json_body: Any, timeout: float | None) -> Any:
         started = time.monotonic()
-        response = await self.http.request(method, self.config.url + path, json=json_body,
-                                           headers=self._headers, timeout=timeout)
+        if isinstance(json_body, Encoded):
+            response = await self.http.request(
+                method, self.config.url + path, content=json_body.content,
+                headers=self._json_headers, timeout=timeout)
+        else:
+            response = await self.http.request(method, self.config.url + path, json=json_body,
+                                               headers=self._headers, timeout=timeout)
         self._log.debug("[LLM] {} {} -> {} ({:.0f} ms)", method, path, response.status_code,
                         (time.monotonic() - started) * 1000)
         if response.status_code >= 300:
@@ -245,7 +271,8 @@ class OpenAILLM(ConnectorBase):
     async def _complete(self, request: LLMRequest) -> LLMReply:
         started = time.monotonic()
         try:
-            completion = await self.call("POST", "/chat/completions", json_body=self.body(request))
+            completion = await self.call("POST", "/chat/completions",
+                                         json_body=Encoded(self.encoded_body(request)))
         except MaxcoreError as error:
             self._log.warning("[LLM] chat completion failed: {}", error)
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from maxcore.identity_cache import IdentityCache
@@ -50,6 +51,21 @@ def without_annotations(schema: Any) -> Any:
 
 # A tenant's tools are built once: each schema is cleaned once, not on every completion.
 _cleaned: IdentityCache[dict[str, Any], Any] = IdentityCache(without_annotations)
+
+
+# The cleaned schemas' JSON, encoded once: a tenant's tool schemas (the CRM's fields and
+# values) are most of a completion request's body, and the same at every message.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_parameters_json: IdentityCache[dict[str, Any], str] = IdentityCache(
+    lambda schema: _encode(without_annotations(schema)))
+_NO_PARAMETERS = '{"type":"object","properties":{}}'
+
+
+def tool_json(spec: ToolSpec) -> str:
+    """:func:`tool_of` as JSON text (the same value), its schema encoded once."""
+    parameters = _parameters_json(spec.parameters) if spec.parameters else _NO_PARAMETERS
+    return (f'{{"type":"function","function":{{"name":{_encode(spec.name)},'
+            f'"description":{_encode(spec.description)},"parameters":{parameters}}}}}')
 
 
 def tool_of(spec: ToolSpec) -> dict[str, Any]:

@@ -84,9 +84,22 @@ def test_core_annotations_are_not_sent_to_the_model(make_openai: Any) -> None:
             "type": "string", "enum": ["New", "Assigned"], "x-synonyms": {"New": ["nouveau"]}}},
         "x-origin": "crm",
     })
-    sent = make_openai().body(demo_request(tools=(annotated,)))["tools"][0]["function"]["parameters"]
+    llm = make_openai()
+    sent = llm.body(demo_request(tools=(annotated,)))["tools"][0]["function"]["parameters"]
     status = {"type": "string", "enum": ["New", "Assigned"]}
     assert sent == {"type": "object", "properties": {"status": status}}
+    wire = json.loads(llm.encoded_body(demo_request(tools=(annotated,))))  # what goes out
+    assert wire["tools"][0]["function"]["parameters"] == sent
+
+
+async def test_the_encoded_body_is_the_body(make_openai: Any) -> None:
+    """The request sent splices the tools' JSON, encoded once per schema, into the rest."""
+    llm = make_openai(temperature=0.2, max_output_tokens=50)
+    integer = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    tools = (ToolSpec("a", "first \"quoted\" é", integer), ToolSpec("b", "no parameters", {}))
+    for request in (demo_request(tools=()), demo_request(), demo_request(tools=tools)):
+        assert json.loads(llm.encoded_body(request)) == llm.body(request)
+        assert json.loads(llm.encoded_body(request)) == llm.body(request)  # from the cache
 
 
 async def test_openai_itself_gets_max_completion_tokens(make_openai: Any) -> None:
