@@ -295,6 +295,12 @@ async def health_floor(client: LoadClient, pid: int) -> float:
     return (cpu_seconds(pid) - before) * 1000 / HEALTH_REQUESTS
 
 
+async def loop_lag(client: LoadClient) -> dict[str, Any]:
+    """The server's event-loop lag over its last minute (``/api/health``)."""
+    answer = await client.get("/api/health", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
+    return dict(answer.json().get("loop_lag_ms") or {})
+
+
 async def commit_batches(client: LoadClient) -> int:
     """The inbox's group commits so far (``/api/health``)."""
     answer = await client.get("/api/health", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
@@ -340,6 +346,7 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
             await asyncio.to_thread(profiler.stop)
             rss = servers.rss()
             after = {kind: upstream.stats() for kind, upstream in upstreams.items()}
+            lag = await loop_lag(client)
     finally:
         await asyncio.to_thread(servers.stop)
         for upstream in upstreams.values():
@@ -365,6 +372,9 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
         "ack_ms_p99": round(percentile(acks, 0.99) * 1000, 1),
         "idle_ack_ms_p50": round(percentile(idle_acks, 0.5) * 1000, 1),
         "idle_ack_ms_p99": round(percentile(idle_acks, 0.99) * 1000, 1),
+        # How late the (web) process's loop ran ready work over its last minute, the
+        # burst most of it: every await of a message waits about that long.
+        "loop_lag_ms": lag,
     }
 
 
@@ -449,11 +459,13 @@ def main() -> None:
             result = asyncio.run(run_upstreams(args, workers))
             print(json.dumps(result))
             layout = " (web + worker)" if args.split else ""
+            lag = result["loop_lag_ms"]
             print(f"W={workers}{layout}: achieved {result['achieved_msg_s']} msg/s "
                   f"vs bound {result['bound_msg_s']} "
                   f"= {result['achieved_over_bound']:.2f}; CPU {result['cpu_ms_per_message']} ms/message "
                   f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request); "
-                  f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms)")
+                  f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms); "
+                  f"loop lag p50/p99 {lag.get('p50')}/{lag.get('p99')} ms")
 
 
 if __name__ == "__main__":

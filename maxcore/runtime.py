@@ -28,6 +28,7 @@ from .http_pool import HTTP_CLIENTS
 from .inbox import Inbox, make_inbox
 from .journal import JournalStore, MemoryJournalStore, journal_store_for
 from .logs import REDACTOR
+from .loop_lag import LoopLagMonitor
 from .pipeline import Pipeline, PipelineResult
 from .plugins import PluginSet, load_plugins
 from .retention import RetentionTask
@@ -149,6 +150,7 @@ class Runtime:
         self._retired: list[TenantSet] = []
         self._in_flight: dict[int, int] = {}
         self.health_monitor = HealthMonitor(lambda: self.tenants.by_id.values())
+        self.loop_lag = LoopLagMonitor()
         self.started = False
 
     @classmethod
@@ -212,6 +214,7 @@ class Runtime:
             for tenant in self.tenants.by_id.values():
                 self._start_receiver(tenant)
         self.health_monitor.start()
+        self.loop_lag.start()
         self._warn_health_token()
         self.started = True
         role = "" if self.role == "all" else f" as {self.role}"
@@ -257,6 +260,7 @@ class Runtime:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.shutdown_grace_s if grace is None else grace
         await self.health_monitor.stop()
+        await self.loop_lag.stop()
         for task in self._receivers:
             task.cancel()
         await asyncio.gather(*self._receivers, return_exceptions=True)
@@ -407,13 +411,15 @@ class Runtime:
             "version": self.version,
             "inbox": self.inbox.stats(),
             "audit_outbox": self.audit.stats(),
+            "loop_lag_ms": self.loop_lag.stats(),
         }
 
     def health_json(self) -> str:
         """:meth:`health` as JSON, the tenants' part re-encoded only when it changed."""
         status, problems = self.status()
         head = json.dumps({"status": status, "problems": problems, "version": self.version,
-                           "inbox": self.inbox.stats(), "audit_outbox": self.audit.stats()})
+                           "inbox": self.inbox.stats(), "audit_outbox": self.audit.stats(),
+                           "loop_lag_ms": self.loop_lag.stats()})
         return head[:-1] + ", " + self.health_monitor.rendered() + "}"
 
 
