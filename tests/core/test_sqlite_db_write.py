@@ -72,7 +72,7 @@ async def test_another_process_lock_sends_the_write_to_a_thread_and_the_loop_kee
     write = asyncio.create_task(db.write(insert("waited")))
     await asyncio.sleep(0.3)
     assert not write.done()
-    assert ticks >= 10  # the loop was never blocked by the busy file
+    assert ticks >= 5  # the loop kept running while the write waited for the lock
     other.execute("COMMIT")
     thread, _ = await asyncio.wait_for(write, 10)
     beat.cancel()
