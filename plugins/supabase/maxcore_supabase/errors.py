@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
 import httpx
-from postgrest import APIError
 
 from maxcore.errors import MaxcoreError, PermanentError, RetryableError
 from maxcore.logs import redact
@@ -17,6 +20,29 @@ _RETRYABLE_PREFIXES = ("08", "53", "57", "40", "55P03", "XX", "PGRST000", "PGRST
 _RETRYABLE_STATUSES = {"429", "500", "502", "503", "504", "520", "521", "522", "523", "524"}
 
 
+if TYPE_CHECKING:
+    from postgrest import APIError
+
+
+@functools.cache
+def sdk() -> Any:
+    """supabase-py and postgrest, imported when first needed (a tenant's memory opens, an
+    error is translated): imported with the plugin, they cost every ``maxcore`` command
+    about 0.25 s, whether or not a tenant uses Supabase."""
+    import postgrest
+    import supabase
+    from postgrest.types import CountMethod, ReturnMethod
+
+    return SimpleNamespace(APIError=postgrest.APIError, CountMethod=CountMethod,
+                           ReturnMethod=ReturnMethod, acreate_client=supabase.acreate_client,
+                           AsyncClientOptions=supabase.AsyncClientOptions)
+
+
+def api_error() -> type[APIError]:
+    """postgrest's ``APIError`` (for ``except`` clauses, evaluated only when one is raised)."""
+    return sdk().APIError  # type: ignore[no-any-return]
+
+
 APPLY_MIGRATIONS = ("apply deploy/supabase/migrations to the project (supabase db push, or psql -f "
                     "each file; see deploy/supabase/README.md)")
 _MISSING_OBJECT_CODES = ("PGRST202", "PGRST205", "42P01", "42883")
@@ -26,7 +52,7 @@ def health_fix(exc: BaseException, mode: str) -> str:
     """The remedy ``maxcore doctor`` prints for a failed health probe."""
     if isinstance(exc, httpx.HTTPError):
         return "check memory.url (https://<ref>.supabase.co) and that the project is reachable"
-    code = (exc.code or "") if isinstance(exc, APIError) else ""
+    code = (exc.code or "") if isinstance(exc, api_error()) else ""
     if code in _MISSING_OBJECT_CODES:
         return APPLY_MIGRATIONS
     if code.startswith("PGRST3"):
@@ -52,7 +78,7 @@ def translate(exc: BaseException, what: str) -> MaxcoreError:
     if isinstance(exc, httpx.TransportError):
         return RetryableError(redact(f"Supabase {what} failed: cannot reach the server "
                                      f"({type(exc).__name__}: {exc})"))
-    if isinstance(exc, APIError):
+    if isinstance(exc, api_error()):
         code = exc.code or ""
         message = redact(str(exc.message or "")[:300])
         if is_retryable_code(code):

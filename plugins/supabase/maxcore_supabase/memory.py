@@ -28,14 +28,11 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import httpx
 from loguru import logger
-from postgrest import APIError
-from postgrest.types import CountMethod, ReturnMethod
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from maxcore.config.models import http_url, in_range, non_empty
 from maxcore.connectors import ConnectorBase, ConnectorContext
@@ -43,8 +40,11 @@ from maxcore.errors import MaxcoreError
 from maxcore.http_pool import ssl_context
 from maxcore.types import AuditEntry, ChatTurn, Health, hash_chat_id
 
-from .errors import APPLY_MIGRATIONS, health_fix, translate
+from .errors import APPLY_MIGRATIONS, api_error, health_fix, sdk, translate
 from .tokens import TenantTokens
+
+if TYPE_CHECKING:
+    from supabase import AsyncClient
 
 T = TypeVar("T")
 TABLES = ("tenant_memory", "sessions", "max_logs")
@@ -133,9 +133,9 @@ class SupabaseMemory(ConnectorBase):
         if self._tokens is not None:
             headers["Authorization"] = f"Bearer {self._tokens.current()[0]}"
         try:
-            self._client = await acreate_client(
+            self._client = await sdk().acreate_client(
                 self.config.url, self.config.key,
-                options=AsyncClientOptions(httpx_client=self._http, headers=headers),
+                options=sdk().AsyncClientOptions(httpx_client=self._http, headers=headers),
             )
         except Exception as exc:  # noqa: BLE001 - wrapped with a clear message
             await self.close()
@@ -159,8 +159,8 @@ class SupabaseMemory(ConnectorBase):
                 await self._scoped(table, lambda t: t.select("tenant_id")).limit(1).execute()
             what = "RLS check"
             rls = await self._api().rpc("maxcore_rls_status", {}).execute()
-        except (httpx.HTTPError, APIError) as exc:
-            if what == "RLS check" and isinstance(exc, APIError) and exc.code in ("PGRST202", "42883"):
+        except (httpx.HTTPError, api_error()) as exc:
+            if what == "RLS check" and isinstance(exc, api_error()) and exc.code in ("PGRST202", "42883"):
                 return Health.degraded("tables present but RLS cannot be verified: maxcore_rls_status() "
                                        f"is missing — fix: {APPLY_MIGRATIONS}")
             return Health.down(f"{translate(exc, what)} — fix: {health_fix(exc, self.mode)}")
@@ -204,7 +204,7 @@ class SupabaseMemory(ConnectorBase):
                     await asyncio.sleep(0.05 * attempt)
                     continue
                 raise translate(exc, what) from None
-            except (httpx.HTTPError, APIError) as exc:
+            except (httpx.HTTPError, api_error()) as exc:
                 raise translate(exc, what) from None
         raise AssertionError("unreachable")
 
@@ -214,7 +214,7 @@ class SupabaseMemory(ConnectorBase):
             f"write to {table}",
             lambda: self._api().table(table).upsert(
                 rows, on_conflict=on_conflict, ignore_duplicates=ignore_duplicates,
-                returning=ReturnMethod.minimal,
+                returning=sdk().ReturnMethod.minimal,
             ).execute(),
             idempotent=True,
         )
@@ -334,14 +334,11 @@ class SupabaseMemory(ConnectorBase):
     async def purge_history(self, before: float) -> int:
         """Conversation windows not touched since ``before`` (retention.history_days)."""
         done = await self._call("purge sessions", lambda: self._scoped(
-            "sessions", lambda q: q.delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
-        ).lt("updated_at", _iso(before)).execute())
+            "sessions", _counted_delete).lt("updated_at", _iso(before)).execute())
         return int(done.count or 0)
 
     def _erase_chat(self, table: str, chat_id: str) -> Any:
-        return self._scoped(
-            table, lambda q: q.delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
-        ).eq("chat_id", chat_id).execute()
+        return self._scoped(table, _counted_delete).eq("chat_id", chat_id).execute()
 
     async def forget(self, chat_id: str) -> int:
         self._read.pop(chat_id, None)
@@ -365,3 +362,8 @@ class SupabaseMemory(ConnectorBase):
 
 def _ordered(query: Any, column: str) -> Any:
     return query.order(column)
+
+
+def _counted_delete(query: Any) -> Any:
+    """A DELETE that answers how many rows went, and no rows."""
+    return query.delete(count=sdk().CountMethod.exact, returning=sdk().ReturnMethod.minimal)

@@ -245,3 +245,16 @@ def test_config_is_validated_from_tenant_yaml(tmp_path: Path) -> None:
         memory: {type: supabase, url: "https://x.supabase.co", key: k, jwt_secret: s, timeout_s: 5}
     """})
     assert load_config(tmp_path, load_plugins()).problems == []
+
+
+def test_loading_the_plugin_does_not_import_the_sdk() -> None:
+    """supabase-py and postgrest load when a tenant's memory opens, not with every command."""
+    import subprocess
+    import sys
+
+    code = ("import sys, maxcore.plugins; maxcore.plugins.load_plugins(); "
+            "import maxcore_supabase.plugin; "
+            "print(sorted(m for m in ('supabase', 'postgrest') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
