@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .durable_inbox import InboxUnavailable, connect
+from .durable_inbox import connect
 from .files import in_write_transaction
+from .group_commit import InboxUnavailable
 from .journal import DONE, SEND_STEPS, JournalWrite, OutboxRow, StepRecord, pseudonymise
 from .types import AuditEntry, InboundMessage, hash_chat_id
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from maxcore.durable_inbox import GroupCommitter, connect
+from maxcore.durable_inbox import connect
+from maxcore.group_commit import GroupCommitter
 
 
 def table(path: Path) -> sqlite3.Connection:

@@ -14,7 +14,8 @@ import pytest
 
 from maxcore import inbox as inbox_module
 from maxcore.config.models import InboxConfig
-from maxcore.durable_inbox import GroupCommitter, InboxUnavailable, SqliteInbox, connect
+from maxcore.durable_inbox import SqliteInbox, connect
+from maxcore.group_commit import GroupCommitter, InboxUnavailable
 from maxcore.types import InboundMessage
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "poll_interval_s": 0.05}
