@@ -50,6 +50,11 @@ def connect_private(path: Path, **kwargs: Any) -> sqlite3.Connection:
     return conn
 
 
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds a lock ("database is locked/busy")."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def in_write_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """``fn(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back if it raises
     (the write lock is taken first, so a busy database waits here, not mid-way)."""

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 from loguru import logger
 
+from .files import is_busy
 from .inbox import InboxFull
 
 # How long a write waits for another process's write lock before it fails.
@@ -106,7 +107,7 @@ class GroupCommitter:
                 self._lock_wait.clear()
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not is_busy(exc):
                     raise
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + BUSY_TIMEOUT_MS / 1000

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 from ..connectors import ConnectorBase, ConnectorContext
-from ..files import commit_after, connect_private, in_write_transaction
+from ..files import commit_after, connect_private, in_write_transaction, is_busy
 from ..types import Health
 
 T = TypeVar("T")
@@ -64,10 +64,6 @@ BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_EVERY = 256  # writes between two WAL checkpoints (a few MB of WAL at most)
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
 # Open database files by resolved path: one SharedFile per file in the process.
 _FILES: dict[str, SharedFile] = {}
 _FILES_LOCK = threading.Lock()
@@ -97,7 +93,7 @@ def _write_now(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) 
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _busy(exc):
+            if is_busy(exc):
                 return False, None
             raise
         return True, commit_after(conn, fn)

@@ -64,9 +64,7 @@ from .errors import (
     map_transport,
     retry_after_of,
 )
-from .translate import messages_of, reply_of, tool_json, tool_of
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+from .translate import encode_json, messages_of, reply_of, tool_json, tool_of
 
 
 @attrs.frozen
@@ -174,7 +172,7 @@ class OpenAILLM(ConnectorBase):
 
     def encoded_body(self, request: LLMRequest) -> bytes:
         """:meth:`body` as the JSON sent, the tools' schemas spliced in already encoded."""
-        text = _encode(self._body_without_tools(request))
+        text = encode_json(self._body_without_tools(request))
         if request.tools:
             text = f'{text[:-1]},"tools":[{",".join(tool_json(spec) for spec in request.tools)}]}}'
         return text.encode()

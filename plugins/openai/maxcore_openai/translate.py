@@ -55,17 +55,17 @@ _cleaned: IdentityCache[dict[str, Any], Any] = IdentityCache(without_annotations
 
 # The cleaned schemas' JSON, encoded once: a tenant's tool schemas (the CRM's fields and
 # values) are most of a completion request's body, and the same at every message.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _parameters_json: IdentityCache[dict[str, Any], str] = IdentityCache(
-    lambda schema: _encode(without_annotations(schema)))
+    lambda schema: encode_json(without_annotations(schema)))
 _NO_PARAMETERS = '{"type":"object","properties":{}}'
 
 
 def tool_json(spec: ToolSpec) -> str:
     """:func:`tool_of` as JSON text (the same value), its schema encoded once."""
     parameters = _parameters_json(spec.parameters) if spec.parameters else _NO_PARAMETERS
-    return (f'{{"type":"function","function":{{"name":{_encode(spec.name)},'
-            f'"description":{_encode(spec.description)},"parameters":{parameters}}}}}')
+    return (f'{{"type":"function","function":{{"name":{encode_json(spec.name)},'
+            f'"description":{encode_json(spec.description)},"parameters":{parameters}}}}}')
 
 
 def tool_of(spec: ToolSpec) -> dict[str, Any]:
