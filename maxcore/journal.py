@@ -11,8 +11,9 @@ Steps without an outside effect (the memory read, a model reply) are *noted*: ke
 memory and written in the commit of the next step that must be durable before it runs
 (a send's start, a tool result), or right before a tool runs. A crash in between loses
 only work that is safe to redo (reading memory, asking the model again), and a message
-costs a few commits instead of one per step. The last step is queued without waiting,
-ahead of the inbox's ``done`` for the message, so both share a commit.
+costs a few commits instead of one per step. A finished step is queued for the next
+commit without waiting for it: what the message writes next (the next effect's start,
+the inbox's ``done``) is queued after it, so shares its commit or follows it.
 
 Audit rows are written in the same commit as the journal entry of the step that produced
 them, into an outbox that :mod:`maxcore.audit_outbox` ships to the memory store in
@@ -23,6 +24,7 @@ batches. The SQLite store (:mod:`maxcore.journal_sqlite`) lives in the inbox's d
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -174,11 +176,21 @@ class MessageJournal:
         self.records[step] = StepRecord(STARTED, request, started_at)
         return started_at
 
-    async def finish(self, step: str, result: dict[str, Any],
-                     audits: Sequence[AuditEntry] = ()) -> None:
-        """Record a step's outcome, durably before this returns."""
-        started_at = await self._write(JournalWrite(step, DONE, result, audits))
-        self.records[step] = StepRecord(DONE, result, started_at)
+    def finish(self, step: str, result: dict[str, Any], audits: Sequence[AuditEntry] = ()) -> None:
+        """Record a step's outcome (and anything noted) in the next commit, without waiting
+        for it. Whatever this message writes next is queued after it, so it commits with
+        or after this record: the next step that must be durable before it runs (a
+        send's start, the flush before a tool) and the inbox's outcome for the message.
+        The message goes on meanwhile (the model's next turn needs no commit); a crash
+        before the commit repeats this step, as a crash just before a waited commit would."""
+        writes = [*self._noted, JournalWrite(step, DONE, result, audits)]
+        self._noted = []
+        earlier = self.records.get(step)
+        self.records[step] = StepRecord(DONE, result, earlier.started_at if earlier else time.time())
+        pending = asyncio.ensure_future(self.store.record_later(self.message, writes))
+        pending.add_done_callback(functools.partial(_report_lost, step))
+        if any(w.audits for w in writes):
+            pending.add_done_callback(lambda _: self._on_audit())
 
     def note(self, step: str, result: dict[str, Any], audits: Sequence[AuditEntry] = ()) -> None:
         """Record the outcome of a step without an outside effect, with the next durable
@@ -192,19 +204,6 @@ class MessageJournal:
         if self._noted:
             await self._write()
 
-    def finish_later(self, step: str, result: dict[str, Any],
-                     audits: Sequence[AuditEntry] = ()) -> None:
-        """Record the message's last step (and anything noted) without waiting: it commits
-        with the inbox's ``done`` for the message, queued right after. If that commit is
-        lost, the message is processed again and finds every earlier durable step."""
-        writes = [*self._noted, JournalWrite(step, DONE, result, audits)]
-        self._noted = []
-        self.records[step] = StepRecord(DONE, result, time.time())
-        pending = asyncio.ensure_future(self.store.record_later(self.message, writes))
-        pending.add_done_callback(_report_lost)
-        if any(w.audits for w in writes):
-            pending.add_done_callback(lambda _: self._on_audit())
-
     async def clear(self, step: str) -> None:
         await self.flush()
         await self.store.clear(self.message.dedupe_key, step)
@@ -216,10 +215,10 @@ class MessageJournal:
             await self._write(JournalWrite(None, DONE, None, audits))
 
 
-def _report_lost(future: asyncio.Future[Any]) -> None:
+def _report_lost(step: str, future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        logger.warning("[JOURNAL] the last step of a message was not recorded ({}): a replay "
-                       "repeats its history append", future.exception())
+        logger.warning("[JOURNAL] step {} of a message was not recorded ({}): a replay "
+                       "repeats it", step.split(":", 1)[0], future.exception())
 
 
 def pseudonymise(details: dict[str, Any], chat_id: str) -> dict[str, Any]:

@@ -4,9 +4,9 @@ The tenant is bound when the pipeline is built (from the entry point that accept
 the message); tools receive a context holding that tenant's connectors only.
 
 Every step is journalled (:mod:`maxcore.journal`): the memory the message is answered
-with, each model reply, each tool result, each send. Steps with an outside effect are
-durable before the next one runs; the memory read and the model replies are noted and
-written with the next of those, and always before a tool runs. A replay
+with, each model reply, each tool result, each send. A send's start is durable before
+the channel is called, and the memory read and the model replies before a tool runs;
+results are queued for the next commit, which the next effect's start waits for. A replay
 after a crash reads them back, so it asks the model nothing it already answered, runs no
 tool twice, and checks with the channel before sending a reply again (:mod:`.sending`).
 Audit rows are committed with the step that produced them and shipped in batches.
@@ -164,7 +164,7 @@ class Pipeline:
             checked = await self.hooks.message_received(message, context)
             if isinstance(checked, Veto):
                 log.info("[PIPELINE] message vetoed by a plugin: {}", checked.reason)
-                await journal.finish(veto_step, {"reason": checked.reason}, [
+                journal.finish(veto_step, {"reason": checked.reason}, [
                     self._entry(message, "message_vetoed", {"reason": checked.reason})])
                 return PipelineResult(reply=None, vetoed=checked.reason)
             message = checked
@@ -178,7 +178,7 @@ class Pipeline:
             log.info("[PIPELINE] fixed reply set by the channel, model not called")
             await self._audit_once(journal, "fixed_reply", None, "fixed_reply", {"kind": message.kind})
             outbound = await self._reply(message, journal, fixed)
-            journal.finish_later(final_step, {"reply": fixed, "tools": []})
+            journal.finish(final_step, {"reply": fixed, "tools": []})
             return PipelineResult(reply=outbound)
 
         history, facts = await self._memory(message, journal)
@@ -222,7 +222,7 @@ class Pipeline:
         # At least once: a crash between the append and this record appends the turns again.
         await tenant.memory.append_history(
             message.chat_id, [user_turn, ChatTurn(role=Role.ASSISTANT, content=text)])
-        journal.finish_later(final_step, {"reply": text, "tools": called})
+        journal.finish(final_step, {"reply": text, "tools": called})
         return PipelineResult(reply=outbound, tool_calls=tuple(called))
 
     async def _memory(
@@ -271,7 +271,7 @@ class Pipeline:
             return dict(recorded["result"])
         audits: list[AuditEntry] = []
         result = await self._run_tool(message, journal, call, tools, audits)
-        await journal.finish(step, {"result": result}, audits)
+        journal.finish(step, {"result": result}, audits)
         return result
 
     async def _run_tool(
@@ -344,7 +344,7 @@ class Pipeline:
             checked = await self.hooks.reply_sent(outbound, self.tenant.context)
         if isinstance(checked, Veto):
             log.info("[PIPELINE] reply vetoed by a plugin: {}", checked.reason)
-            await journal.finish(step, {"vetoed": checked.reason}, [
+            journal.finish(step, {"vetoed": checked.reason}, [
                 self._entry(message, "reply_vetoed", {"reason": checked.reason})])
             return None
 

@@ -87,7 +87,7 @@ async def send_once(channel: Channel, journal: MessageJournal, step: str,
             journal.message.tenant, outbound.chat_id, started.started_at - CLAIMED_WINDOW_S)
         found = await reconcile(channel, outbound, started.started_at, frozenset(claimed))
         if found is not None:
-            await journal.finish(step, _done(outbound, found, reconciled=True), audit_for(found, True))
+            journal.finish(step, _done(outbound, found, reconciled=True), audit_for(found, True))
             return found
     await journal.start(step, {"chat_id": outbound.chat_id, "text": outbound.text})
     try:
@@ -96,7 +96,7 @@ async def send_once(channel: Channel, journal: MessageJournal, step: str,
         if refused_before_sending(exc):
             await journal.clear(step)
         raise
-    await journal.finish(step, _done(outbound, result, reconciled=False), audit_for(result, False))
+    journal.finish(step, _done(outbound, result, reconciled=False), audit_for(result, False))
     return result
 
 

@@ -3,6 +3,7 @@ never later than the effect they lead to, in fewer commits than one per step."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ async def test_the_last_step_commits_with_the_inbox_write_queued_after_it(inbox:
     journal.note(journal.step("memory"), {"history": [], "facts": {}})
     final = journal.step("history")
     batches = inbox.stats()["commit_batches"]
-    journal.finish_later(final, {"reply": "ok", "tools": []})
+    journal.finish(final, {"reply": "ok", "tools": []})
     assert journal.done(final) == {"reply": "ok", "tools": []}
     # What the inbox queues next (a message's done) shares the commit.
     await inbox.write(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -110,3 +111,40 @@ async def test_the_model_reply_is_durable_before_its_tool_runs(make_config: Any,
     assert result.reply is not None and result.tool_calls == ("upsert_lead",)
     # The memory read and the reply that asked for the tool, recorded before it ran.
     assert witness.seen == [["llm", "memory"]]
+
+
+async def test_a_finished_step_is_queued_and_commits_before_the_next_effect_starts(inbox: Any) -> None:
+    store = journal_store_for(inbox)
+    await store.load("warm-up")
+    journal = MessageJournal(store, message(), {})
+    tool, send = journal.step("tool", {"name": "upsert_lead"}), journal.step("reply", {"text": "ok"})
+    batches = inbox.stats()["commit_batches"]
+    journal.finish(tool, {"result": {"id": "1"}},
+                   [AuditEntry(action="tool_called", details={}, message_id="m1")])
+    assert journal.done(tool) == {"result": {"id": "1"}}  # read back at once in this run
+    # The send's start, queued after it, commits with it: one commit for both.
+    await journal.start(send, {"chat_id": "chat-1", "text": "ok"})
+    assert inbox.stats()["commit_batches"] == batches + 1
+    stored = await store.load(message().dedupe_key)
+    assert stored[tool].state == DONE and stored[tool].result == {"result": {"id": "1"}}
+    assert stored[send].state == "started"
+    assert await store.outbox_size() == 1
+
+
+async def test_a_finished_step_that_fails_to_commit_is_reported(inbox: Any) -> None:
+    from loguru import logger
+
+    store = journal_store_for(inbox)
+    await store.load("warm-up")
+    # The journal's table gone: the step's statement fails (rolled back alone).
+    await inbox.write(lambda conn: conn.execute("ALTER TABLE journal RENAME TO journal_away"))
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        journal = MessageJournal(store, message(), {})
+        journal.finish(journal.step("tool", {"name": "upsert_lead"}), {"result": {"id": "1"}})
+        await inbox.write(lambda conn: conn.execute("SELECT 1").fetchone())
+        await asyncio.sleep(0)  # the done callbacks run
+    finally:
+        logger.remove(sink)
+    assert any("step tool of a message was not recorded" in line for line in lines)

@@ -63,7 +63,7 @@ async def test_steps_are_keyed_by_content_not_position() -> None:
     store = MemoryJournalStore()
     first = await MessageJournal.open(store, message())
     step = first.step("tool", {"name": "upsert_lead", "arguments": {"email": "a@x.fr", "first_name": "A"}})
-    await first.finish(step, {"result": {"id": "1"}})
+    first.finish(step, {"result": {"id": "1"}})
 
     replay = await MessageJournal.open(store, message())
     # Same call, arguments in another order: the recorded result.
