@@ -45,7 +45,8 @@ SEND_STEPS = ("reply:", "tool_send:")
 def request_hash(request: Any) -> str:
     """A stable hash of a JSON-able request (key order and whitespace do not matter)."""
     text = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    # surrogatepass: a lone surrogate (a plugin's text) hashes instead of failing the message.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @attrs.frozen

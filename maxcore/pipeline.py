@@ -41,6 +41,7 @@ from .types import (
     Usage,
     Veto,
 )
+from .webhooks import clean_text
 
 if TYPE_CHECKING:
     from .plugins import Hooks
@@ -100,6 +101,18 @@ def reply_from_json(data: dict[str, Any]) -> LLMReply:
         text=data.get("text"), model=data.get("model"), usage=Usage(**(data.get("usage") or {})),
         tool_calls=tuple(ToolCall(**c) for c in data.get("tool_calls") or ()),
     )
+
+
+def clean_reply(reply: LLMReply) -> LLMReply:
+    """``reply`` with lone surrogates (which no store or channel can encode) replaced by
+    U+FFFD in its text and tool calls, as a webhook's text is at intake."""
+    text = clean_text(reply.text) if reply.text is not None else None
+    model = clean_text(reply.model) if reply.model is not None else None
+    calls = tuple(ToolCall(id=clean_text(c.id), name=clean_text(c.name), arguments=clean_text(c.arguments))
+                  for c in reply.tool_calls)
+    if text is reply.text and model is reply.model and calls == reply.tool_calls:
+        return reply
+    return attrs.evolve(reply, text=text, model=model, tool_calls=calls)
 
 
 def _arguments_key(arguments: str) -> Any:
@@ -251,7 +264,7 @@ class Pipeline:
         recorded = journal.done(step)
         if recorded is not None:
             return reply_from_json(recorded)
-        reply = await self.tenant.llm.complete(request)
+        reply = clean_reply(await self.tenant.llm.complete(request))
         journal.note(step, reply_to_json(reply), [self._entry(message, "llm_call", {
             "round": round_index, "model": reply.model,
             "prompt_tokens": reply.usage.prompt_tokens,

@@ -15,6 +15,7 @@ from ..errors import ToolError
 from ..identity_cache import IdentityCache
 from ..types import AuditEntry, InboundMessage, ToolSpec
 from ..vocabulary import LeadSchema
+from ..webhooks import BodyRejected, decode_json
 
 # Argument names a model might use to point at another tenant. They are dropped
 # before validation: the tenant always comes from the entry point.
@@ -89,9 +90,13 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], list[str]]:
     model can act on.
     """
     try:
-        arguments = json.loads(raw or "{}")
+        # Bounded like a webhook body, and a lone surrogate escaped in a string (which no
+        # store can encode) becomes U+FFFD.
+        arguments = decode_json(raw or "{}")
     except json.JSONDecodeError as exc:
         raise ToolError(f"arguments of {tool.name} are not valid JSON ({exc.msg})") from exc
+    except BodyRejected as exc:
+        raise ToolError(f"arguments of {tool.name} refused: {exc}") from exc
     if not isinstance(arguments, dict):
         raise ToolError(f"arguments of {tool.name} must be a JSON object")
     ignored = sorted(key for key in arguments if key in TENANT_ARGUMENTS)

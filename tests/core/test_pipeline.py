@@ -232,3 +232,17 @@ async def test_lead_defaults_outside_the_declaration_fail_at_build(make_config, 
     with pytest.raises(PluginError, match=r"acme.yaml: assistant.lead_defaults.status: 'Banana' is not "
                                           r"one of New, Contacted, Qualified, Won, Lost"):
         Runtime.from_directory(config, plugins=plugins)
+
+
+async def test_lone_surrogates_from_the_model_become_replacement_characters(runtime, script):
+    # A model (or an LLM plugin) can return what no store can encode: a lone surrogate
+    # escaped in the tool arguments, or raw in its reply. The message is still answered.
+    escaped = json.dumps({**LEAD, "first_name": "Je\ud800an"})  # "\ud800" as a JSON escape
+    assert "\\ud800" in escaped
+    script(LLMReply(tool_calls=(call("upsert_lead", escaped, "c1\udfff"),)), LLMReply(text="Lead cr\udc00é"))
+    result = await runtime.handle(message())
+    assert result.reply.text == "Lead cr\ufffdé"
+    [lead] = await runtime.tenant("acme").crm.list_leads()
+    assert lead.first_name == "Je\ufffdan"
+    replied = [e for e in await runtime.tenant("acme").memory.audit_log() if e.action == "reply_sent"]
+    assert len(replied) == 1
