@@ -361,7 +361,7 @@ class SqliteInbox(WorkScheduler):
         def enqueue(row_id: int | None) -> None:
             # Runs right after COMMIT, in commit order: the queue order is the id order.
             if row_id is not None:
-                entry.append(Entry(row_id, message))
+                entry.append(Entry(row_id, message, fresh=True))
                 self._accept(entry[0])
 
         await writer.write(insert, enqueue)

@@ -23,6 +23,7 @@ from loguru import logger
 
 from .config.models import InboxConfig
 from .errors import MaxcoreError, RetryableError
+from .journal import FIRST_ATTEMPT
 from .retry import backoff_delay, is_retryable
 from .types import InboundMessage
 
@@ -63,6 +64,9 @@ class Entry:
     rate_counted: bool = False
     # When the inbox accepted it (wall clock): the age of the backlog in health.
     accepted_at: float = attrs.field(factory=time.time)
+    # Stored by this process just now (not read back from the store): its first attempt
+    # has no journal to read (maxcore.journal.FIRST_ATTEMPT).
+    fresh: bool = False
 
 
 @attrs.define
@@ -329,12 +333,15 @@ class WorkScheduler:
                 exc, STORE_RETRY_S,
             )
             return STORE_RETRY_S
+        first = FIRST_ATTEMPT.set(entry.fresh and entry.attempts == 1)
         try:
             await self._handler(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure ends retried or dead
             return await self._failed(entry, exc, log)
+        finally:
+            FIRST_ATTEMPT.reset(first)
         await self._record(log, "done", self._store_done, entry)
         self.done += 1
         return None

@@ -24,6 +24,7 @@ batches. The SQLite store (:mod:`maxcore.journal_sqlite`) lives in the inbox's d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import json
@@ -35,6 +36,11 @@ import attrs
 from loguru import logger
 
 from .types import AuditEntry, InboundMessage, hash_chat_id
+
+# Set by the inbox while it runs the first attempt of a message it stored itself a
+# moment ago: no journal can exist for it yet (its key was new to the inbox, and a
+# journal is purged with or before its inbox row), so opening it reads nothing.
+FIRST_ATTEMPT: contextvars.ContextVar[bool] = contextvars.ContextVar("first_attempt", default=False)
 
 STARTED = "started"
 DONE = "done"
@@ -141,7 +147,9 @@ class MessageJournal:
     @classmethod
     async def open(cls, store: JournalStore, message: InboundMessage,
                    on_audit: Callable[[], None] | None = None) -> MessageJournal:
-        return cls(store, message, await store.load(message.dedupe_key), on_audit)
+        """The message's journal as stored (empty without a read on a first attempt)."""
+        records = {} if FIRST_ATTEMPT.get() else await store.load(message.dedupe_key)
+        return cls(store, message, records, on_audit)
 
     def step(self, kind: str, request: Any = None) -> str:
         """The key of the next step of ``kind`` for ``request`` in this message."""

@@ -74,18 +74,27 @@ class SqliteJournalStore:
         self._path = path
         self._ready = False
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _with_schema(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        if self._ready:
+            return fn
+
         def with_schema(conn: sqlite3.Connection) -> T:
-            if not self._ready:
-                ensure_schema(conn)
+            ensure_schema(conn)
             return fn(conn)
 
+        return with_schema
+
+    def _schema_committed(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._ready = True
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            result: T = await self._write(with_schema)
+            result: T = await self._write(self._with_schema(fn))
         except InboxUnavailable:
             if self._path is None or not self._path.exists():
                 raise
-            result = await asyncio.to_thread(self._direct, with_schema)
+            result = await asyncio.to_thread(self._direct, self._with_schema(fn))
         self._ready = True
         return result
 
@@ -121,11 +130,16 @@ class SqliteJournalStore:
     def record_later(self, message: InboundMessage,
                      writes: Sequence[JournalWrite]) -> Awaitable[list[float]]:
         statements = _statements(message, writes)
-        if self._write_later is not None and self._ready:
+        if self._write_later is not None:
             try:
-                return self._write_later(statements)
+                # Queued now, in order with what this message writes next.
+                queued = self._write_later(self._with_schema(statements))
             except InboxUnavailable:
                 pass
+            else:
+                if not self._ready:
+                    queued.add_done_callback(self._schema_committed)
+                return queued
         return asyncio.ensure_future(self._run(statements))
 
     async def clear(self, message_key: str, step: str) -> None:

@@ -324,3 +324,57 @@ async def test_memory_inbox_shares_the_scheduler(tmp_path: Path) -> None:
     await inbox.stop(1)
     assert handled == ["c1-1"]
     assert [d.message.chat_id for d in inbox.dead] == ["bad"]
+
+
+async def test_only_the_first_attempt_of_a_message_stored_here_skips_reading_its_journal(
+        tmp_path: Path) -> None:
+    from maxcore.journal import FIRST_ATTEMPT
+
+    seen: list[tuple[str, bool]] = []
+
+    async def handler(message: InboundMessage) -> None:
+        seen.append((message.message_id, FIRST_ATTEMPT.get()))
+        if message.message_id == "c1-1" and len(seen) == 1:
+            raise RetryableError("upstream 503", retry_after=0.01)
+
+    inbox = make(tmp_path)
+    await inbox.start(handler)
+    await inbox.submit(msg("c1", 1))
+    await inbox.submit(msg("c2", 1))
+    assert await inbox.drain(5)
+    await inbox.stop(1)
+    # A retry may follow a step already journalled: it reads the journal.
+    assert sorted(seen) == [("c1-1", False), ("c1-1", True), ("c2-1", True)]
+    assert seen[0] == ("c1-1", True)
+    assert FIRST_ATTEMPT.get() is False  # reset after each attempt
+
+    # Stored by an earlier process (here: accepted without workers, then restarted).
+    web = make(tmp_path)
+    await web.submit(msg("c3", 1))
+    await web.stop(1)
+    again = make(tmp_path)
+    seen.clear()
+    await again.start(handler)
+    assert await again.drain(5)
+    await again.stop(1)
+    assert seen == [("c3-1", False)]
+
+
+async def test_a_first_attempt_opens_its_journal_without_reading_the_store() -> None:
+    from maxcore.journal import FIRST_ATTEMPT, MemoryJournalStore, MessageJournal
+
+    class CountingStore(MemoryJournalStore):
+        loads = 0
+
+        async def load(self, message_key: str):  # type: ignore[no-untyped-def]
+            CountingStore.loads += 1
+            return await super().load(message_key)
+
+    store = CountingStore()
+    await MessageJournal.open(store, msg("c1", 1))
+    token = FIRST_ATTEMPT.set(True)
+    try:
+        journal = await MessageJournal.open(store, msg("c1", 2))
+    finally:
+        FIRST_ATTEMPT.reset(token)
+    assert CountingStore.loads == 1 and journal.records == {}
