@@ -18,7 +18,9 @@ by aiohttp, lighter than the tests' hypercorn, unless ``--upstream-server hyperc
   the latency the emulators added to one message (calls counted at the emulators /
   messages, times their latency); achieved = messages / (first webhook sent → last
   message done), achieved/bound; webhook ack latency p50/p99 during the burst next to
-  the same webhooks acknowledged by an idle server (duplicates, before the burst).
+  the same webhooks acknowledged by an idle server (duplicates, before the burst); each
+  emulator's CPU per message and its *excess* per call (p50/p99: how much longer than
+  the injected latency a call took inside the emulator, its own queueing and work).
   ``--split`` runs it on a ``--role web`` and a ``--role worker`` process (CPU of both).
 - ``offline-webchat``: the demo tenant's parts (webchat, SQLite CRM and memory, offline
   model): 400 lead messages over 100 chats (``--chats``, ``--per-chat``).
@@ -28,10 +30,12 @@ by aiohttp, lighter than the tests' hypercorn, unless ``--upstream-server hyperc
 ``--profile DIR`` attaches ``py-spy record`` to each server process for the measured
 phase and writes ``DIR/<scenario>-<N>.txt`` (N: the process, web first) in py-spy's
 collapsed-stack format; py-spy pauses the process to sample it, so the CPU figures of a
-profiled run are not comparable with an unprofiled one.
+profiled run are not comparable with an unprofiled one. ``BENCH_MAXCORE=PATH`` runs
+another ``maxcore`` executable (a wrapper that runs it under cProfile, say).
 
 Every scenario prints maxcore's CPU per message (utime + stime of the server process from
-/proc over the run, divided by the messages) next to its baseline from the same server:
+/proc over the run, divided by the messages; the offline scenarios also print the stime
+part) next to its baseline from the same server:
 the CPU per request of ``GET /api/health`` (the framework's HTTP floor).
 """
 
@@ -58,7 +62,7 @@ from maxcore.http_client import HttpClient, HttpResponse, Timeout
 from maxcore.testing.server import served_port
 
 ROOT = Path(__file__).resolve().parents[1]
-MAXCORE = str(Path(sys.executable).with_name("maxcore"))
+MAXCORE = os.environ.get("BENCH_MAXCORE") or str(Path(sys.executable).with_name("maxcore"))
 UPSTREAM = Path(__file__).with_name("upstream.py")
 FIXTURE = ROOT / "tests" / "fixtures" / "greenapi" / "incoming_text.json"
 sys.path.insert(0, str(Path(__file__).parent))
@@ -70,9 +74,14 @@ HEALTH_REQUESTS = 400
 HEALTH_TOKEN = "bench-health-token"
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def rss_mb(pid: int) -> float:
@@ -155,8 +164,10 @@ class Upstream:
             time.sleep(0.05)
         self.url = f"http://127.0.0.1:{port_file.read_text()}"
 
-    def stats(self) -> dict[str, int]:
-        return dict(httpx.get(self.url + "/__bench/stats", timeout=10).json())
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Calls counted so far; with ``reset``, the excess latency figures restart."""
+        query = "?reset=1" if reset else ""
+        return dict(httpx.get(self.url + "/__bench/stats" + query, timeout=10).json())
 
     def stop(self) -> None:
         self.process.terminate()
@@ -331,7 +342,7 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
             await wait_done(root, 1, 60)
             idle_acks = await post_all(client, [warm] * 200, 8)
             floor = await health_floor(client, servers.web_pid)
-            before = {kind: upstream.stats() for kind, upstream in upstreams.items()}
+            before = {kind: upstream.stats(reset=True) for kind, upstream in upstreams.items()}
             profiler = await asyncio.to_thread(
                 Profiler, args.profile, f"upstreams-w{workers}", [p.pid for p in servers.processes])
             cpu_before = servers.cpu()
@@ -367,6 +378,10 @@ async def run_upstreams(args: argparse.Namespace, workers: int) -> dict[str, Any
         # The emulators' own CPU (same machine): when it nears a core, they are the limit.
         "upstream_cpu_ms_per_message": {
             kind: round(cpu_s * 1000 / n, 2) for kind, cpu_s in upstream_cpu.items()},
+        # How much longer than its injected latency a call took inside each emulator
+        # (p50, p99): the part of a message's time the emulators, not maxcore, add.
+        "upstream_excess_ms": {
+            kind: (after[kind]["excess_ms_p50"], after[kind]["excess_ms_p99"]) for kind in upstreams},
         "run_s": round(elapsed, 1),
         "ack_ms_p50": round(percentile(acks, 0.5) * 1000, 1),
         "ack_ms_p99": round(percentile(acks, 0.99) * 1000, 1),
@@ -401,12 +416,14 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
             floor = await health_floor(client, process.pid)
             profiler = await asyncio.to_thread(Profiler, args.profile, f"offline-{channel}", [process.pid])
             batches_before = await commit_batches(client)
-            cpu_before = cpu_seconds(process.pid)
+            user_before, system_before = cpu_split(process.pid)
             started = time.perf_counter()
             await post_all(client, requests[chats:], 8)
             await wait_done(root, n, args.timeout)
             elapsed = time.perf_counter() - started
-            cpu = cpu_seconds(process.pid) - cpu_before
+            user_after, system_after = cpu_split(process.pid)
+            system = system_after - system_before
+            cpu = user_after - user_before + system
             await asyncio.to_thread(profiler.stop)
             batches = await commit_batches(client) - batches_before
             sent = upstream.stats()["sent"] if upstream is not None else None
@@ -420,6 +437,7 @@ async def run_offline(args: argparse.Namespace, channel: str) -> dict[str, Any]:
         raise RuntimeError(f"only {sent} replies reached Green-API for {n} messages")
     return {"scenario": f"offline-{channel}", "messages": measured, "chats": chats,
             "cpu_ms_per_message": round(cpu * 1000 / measured, 2),
+            "system_cpu_ms_per_message": round(system * 1000 / measured, 2),
             "health_cpu_ms_per_request": round(floor, 3),
             "inbox_commits_per_message": round(batches / measured, 2),
             "messages_per_s": round(measured / elapsed, 1)}
@@ -450,7 +468,8 @@ def main() -> None:
                 continue
             result = asyncio.run(run_offline(args, channel))
             print(json.dumps(result))
-            print(f"offline/{channel}: CPU {result['cpu_ms_per_message']} ms/message "
+            print(f"offline/{channel}: CPU {result['cpu_ms_per_message']} ms/message, "
+                  f"{result['system_cpu_ms_per_message']} of it in the kernel "
                   f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request)")
     if args.scenario in ("all", "upstreams"):
         print(f"upstreams: {args.conversations} conversations, LLM {args.llm_ms:g} ms, "
@@ -465,7 +484,9 @@ def main() -> None:
                   f"= {result['achieved_over_bound']:.2f}; CPU {result['cpu_ms_per_message']} ms/message "
                   f"(baseline: GET /api/health {result['health_cpu_ms_per_request']} ms/request); "
                   f"acks p99 {result['ack_ms_p99']} ms (idle server {result['idle_ack_ms_p99']} ms); "
-                  f"loop lag p50/p99 {lag.get('p50')}/{lag.get('p99')} ms")
+                  f"loop lag p50/p99 {lag.get('p50')}/{lag.get('p99')} ms; emulators' excess "
+                  "p50/p99 per call: " + ", ".join(
+                      f"{kind} {p50}/{p99} ms" for kind, (p50, p99) in result["upstream_excess_ms"].items()))
 
 
 if __name__ == "__main__":

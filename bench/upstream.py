@@ -23,6 +23,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -45,22 +46,41 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 def with_latency(app: ASGIApp, seconds: float, delayed: Callable[[str], bool],
                  stats: Callable[[], dict[str, int]]) -> ASGIApp:
-    """``app`` answering ``seconds`` later on the paths ``delayed`` selects (counted)."""
+    """``app`` answering ``seconds`` later on the paths ``delayed`` selects (counted).
+
+    Each delayed call's *excess* is kept: how much longer than ``seconds`` it took here,
+    from the request handed to the app to the answer sent (the emulator's own queueing
+    and work). ``/__bench/stats`` reports its p50/p99 since the last ``?reset``.
+    """
     counter = [0]
+    excess: list[float] = []
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/__bench/stats":
-            body = json.dumps({"calls": counter[0], **stats()}).encode()
+            ordered = sorted(excess)
+            answer = {"calls": counter[0], **stats(),
+                      "excess_ms_p50": round(quantile(ordered, 0.5) * 1000, 1),
+                      "excess_ms_p99": round(quantile(ordered, 0.99) * 1000, 1)}
+            if b"reset" in scope.get("query_string", b""):
+                excess.clear()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
             return
         if scope["type"] == "http" and delayed(scope["path"]):
             counter[0] += 1
+            started = time.perf_counter()
             await asyncio.sleep(seconds)
+            await app(scope, receive, send)
+            excess.append(time.perf_counter() - started - seconds)
+            return
         await app(scope, receive, send)
 
     return wrapped
+
+
+def quantile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
 
 
 def build(kind: str, latency_s: float) -> tuple[ASGIApp, Callable[[ServerThread], None]]:
