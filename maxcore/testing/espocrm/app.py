@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from .query import (
     matches,
     sort_key,
 )
-from .store import Store
+from .store import KeysOf, Store
 from .validation import ValidationFailure, validate
 
 _ACTIONS = {"GET": "read", "POST": "create", "PUT": "edit", "PATCH": "edit", "DELETE": "delete"}
@@ -355,6 +356,22 @@ class EspoEmulator:
                 best = found
         return best if best is not None else self.store.scan(entity)
 
+    def _duplicate_candidates(self, entity: str, data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+        """The records that may duplicate ``data``: those with its name or one of its
+        addresses (from indexes, as EspoCRM asks its database), oldest first; every
+        record if an index cannot be built. ``rec.duplicates`` then applies the rule."""
+        found: dict[int, dict[str, Any]] = {}
+        [name] = rec.name_keys(data)
+        lookups: list[tuple[str, KeysOf, Hashable]] = [("__name__", rec.name_keys, name)] if any(name) else []
+        addresses = [*rec.email_keys(data), str(data.get("emailAddress") or "").casefold()]
+        lookups += [("__email__", rec.email_keys, address) for address in addresses if address]
+        for attribute, keys_of, key in lookups:
+            rows = self.store.lookup(entity, attribute, keys_of, key)
+            if rows is None:
+                return self.store.scan(entity)
+            found.update(rows)
+        return sorted(found.items(), key=lambda row: row[0])
+
     async def _create(self, request: Request, entity: EntityDefs, user: ApiUser) -> Response:
         body = await self._json_body(request)
         if isinstance(body, Response):
@@ -366,7 +383,7 @@ class EspoEmulator:
         skip = (request.headers.get("x-skip-duplicate-check", "").lower() == "true"
                 or body.get("skipDuplicateCheck") is True or body.get("forceDuplicate") is True)
         if entity.name in DUPLICATE_CHECK_ENTITIES and not skip:
-            found = rec.duplicates(self.store.scan(entity.name), data)
+            found = rec.duplicates(self._duplicate_candidates(entity.name, data), data)
             if found:
                 return _error(409, "duplicate",
                               [rec.render(entity, record, self.user_names) for record in found])

@@ -114,6 +114,16 @@ def render(entity: EntityDefs, record: Mapping[str, Any], user_names: Mapping[st
     return out
 
 
+def name_keys(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The key :func:`duplicates` compares names by (an index of candidates)."""
+    return [(str(record.get("firstName") or "").casefold(), str(record.get("lastName") or "").casefold())]
+
+
+def email_keys(record: Mapping[str, Any]) -> list[str]:
+    """The keys :func:`duplicates` compares a stored record's addresses by."""
+    return [str(item.get("emailAddress", "")).casefold() for item in record.get("emailAddressData") or []]
+
+
 def duplicates(candidates: list[tuple[int, dict[str, Any]]], data: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Lead rule: same first AND last name, or a shared e-mail address."""
     first = str(data.get("firstName") or "").casefold()

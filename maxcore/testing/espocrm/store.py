@@ -78,11 +78,24 @@ class Store:
             )
             self._conn.commit()
             live = self._live.get(entity)
-            if live is not None and record_id in live:
-                live[record_id] = (live[record_id][0], json.loads(text))
-            # An update may change indexed values: the entity's indexes are rebuilt when asked.
-            for key in [key for key in self._indexes if key[0] == entity]:
-                del self._indexes[key]
+            if live is None or record_id not in live:
+                for key in [key for key in self._indexes if key[0] == entity]:
+                    del self._indexes[key]
+                return
+            old = live[record_id][1]
+            new = json.loads(text)
+            live[record_id] = (live[record_id][0], new)
+            # The record's old keys are dropped from each index of the entity, its new ones added.
+            for (indexed, attribute), (index, keys_of) in list(self._indexes.items()):
+                if indexed != entity:
+                    continue
+                try:
+                    for value in keys_of(old):
+                        index.get(value, {}).pop(record_id, None)
+                except TypeError:
+                    pass
+                if not self._index_record(index, keys_of, new):
+                    del self._indexes[(indexed, attribute)]
 
     def delete(self, entity: str, record_id: str) -> bool:
         with self._lock:

@@ -187,6 +187,22 @@ def test_duplicates_409_and_skip_header(api: httpx.Client) -> None:
     assert skipped.status_code == 200
 
 
+def test_duplicates_follow_updates_and_deletes(api: httpx.Client) -> None:
+    # The duplicate check reads indexes of names and addresses: they follow every write.
+    lead = api.post("/Lead", json={"firstName": "Ana", "lastName": "Lima",
+                                   "emailAddress": "ana@lima.pt"}).json()
+    api.put(f"/Lead/{lead['id']}", json={"lastName": "Costa", "emailAddress": "ana@costa.pt"})
+    assert api.post("/Lead", json={"firstName": "Ana", "lastName": "Lima"}).status_code == 200
+    assert api.post("/Lead", json={"lastName": "X", "emailAddress": "ana@lima.pt"}).status_code == 200
+    renamed = api.post("/Lead", json={"firstName": "ANA", "lastName": "costa"})
+    assert renamed.status_code == 409 and [d["id"] for d in renamed.json()] == [lead["id"]]
+    moved = api.post("/Lead", json={"lastName": "Y", "emailAddressData": [
+        {"emailAddress": "Ana@Costa.pt", "primary": True}]})
+    assert moved.status_code == 409
+    assert api.delete(f"/Lead/{lead['id']}").json() is True
+    assert api.post("/Lead", json={"firstName": "Ana", "lastName": "Costa"}).status_code == 200
+
+
 def test_email_equals_matches_any_address(api: httpx.Client) -> None:
     lead = _create(api, lastName="Multi", emailAddressData=[
         {"emailAddress": "main@x.fr", "primary": True}, {"emailAddress": "other@x.fr", "primary": False},
