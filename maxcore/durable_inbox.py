@@ -26,7 +26,8 @@ from loguru import logger
 from .config.models import InboxConfig
 from .files import connect_private
 from .group_commit import BUSY_TIMEOUT_MS, GroupCommitter, InboxUnavailable
-from .inbox import Entry, WorkScheduler
+from .inbox import Entry
+from .scheduler import WorkScheduler
 from .types import InboundMessage, Media, MessageKind
 from .webhooks import clean_text
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from maxcore import inbox as inbox_module
+from maxcore import scheduler as scheduler_module
 from maxcore.config.models import InboxConfig
 from maxcore.durable_inbox import SqliteInbox, connect
 from maxcore.group_commit import GroupCommitter, InboxUnavailable
@@ -81,7 +82,7 @@ class FlakyStore(SqliteInbox):
 
 
 async def test_a_store_failure_never_kills_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inbox_module, "STORE_RETRY_S", 0.01)
+    monkeypatch.setattr(scheduler_module, "STORE_RETRY_S", 0.01)
     inbox = FlakyStore(InboxConfig(workers=2, **FAST), tmp_path, start_failures=3, done_failures=2)
     handled: list[str] = []
 
@@ -146,7 +147,7 @@ async def test_a_worker_that_ends_is_replaced_and_health_says_so(tmp_path: Path)
 async def test_health_degraded_when_the_oldest_message_is_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inbox_module, "STALE_PENDING_S", 0.05)
+    monkeypatch.setattr(scheduler_module, "STALE_PENDING_S", 0.05)
     inbox = SqliteInbox(InboxConfig(workers=1, **FAST), tmp_path)
     release = asyncio.Event()
 

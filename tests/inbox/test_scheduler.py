@@ -13,7 +13,9 @@ from loguru import logger
 from maxcore.config.models import InboxConfig
 from maxcore.durable_inbox import SqliteInbox
 from maxcore.errors import PermanentError, RetryableError
-from maxcore.inbox import InboxClosed, InboxFull, MemoryInbox, RateWindow
+from maxcore.inbox import InboxClosed, InboxFull
+from maxcore.memory_inbox import MemoryInbox
+from maxcore.scheduler import RateWindow
 from maxcore.types import InboundMessage
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "poll_interval_s": 0.05}
