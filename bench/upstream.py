@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from loadgen import percentile
 
 from maxcore.testing.espocrm import ApiUser, EspoEmulator
 from maxcore.testing.greenapi_emulator import GreenApiEmulator
@@ -59,8 +60,8 @@ def with_latency(app: ASGIApp, seconds: float, delayed: Callable[[str], bool],
         if scope["type"] == "http" and scope["path"] == "/__bench/stats":
             ordered = sorted(excess)
             answer = {"calls": counter[0], **stats(),
-                      "excess_ms_p50": round(quantile(ordered, 0.5) * 1000, 1),
-                      "excess_ms_p99": round(quantile(ordered, 0.99) * 1000, 1)}
+                      "excess_ms_p50": round(percentile(ordered, 0.5) * 1000, 1),
+                      "excess_ms_p99": round(percentile(ordered, 0.99) * 1000, 1)}
             if b"reset" in scope.get("query_string", b""):
                 excess.clear()
             await send({"type": "http.response.start", "status": 200,
@@ -77,10 +78,6 @@ def with_latency(app: ASGIApp, seconds: float, delayed: Callable[[str], bool],
         await app(scope, receive, send)
 
     return wrapped
-
-
-def quantile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
 
 
 def build(kind: str, latency_s: float) -> tuple[ASGIApp, Callable[[ServerThread], None]]:
